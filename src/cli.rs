@@ -1,0 +1,644 @@
+//! The command line: argument parsing and printing. Business rules live in the library modules.
+
+use crate::config::{self, Diagnostics, LoadOptions, Loaded, Severity, SettingsState, Snapshot};
+use crate::export::{self, RunOutcome, RunReport, Target, sink::Progress};
+use crate::packages::{ConnectionRef, Registry};
+use crate::schema::SchemaStore;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Exit codes (sysexits-style for configuration).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(name = "connagent", version, about = "On-premise connection agent: validates connections, tests them, discovers schemas and exports CSV connection tables.")]
+#[command(after_help = "Exit codes: 0 done, 1 the operation failed, 2 usage error, 78 configuration invalid.")]
+pub struct Cli {
+    /// Settings file [default: $CONNAGENT_SETTINGS, else ./appsettings.agent.json]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// Machine-readable JSON output on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load and check the whole configuration; list every problem with its file and line
+    Validate,
+    /// List the connections and what uses them
+    Connections(ConnectionsArgs),
+    /// Check that a connection's source is reachable and readable
+    Test {
+        /// Connection identifier (case-insensitive)
+        connection: String,
+    },
+    /// Discover a connection's tables and columns, and store them under Work/Schemas
+    Schema {
+        /// Connection identifier (case-insensitive)
+        connection: String,
+    },
+    /// Export connection tables to <TempFolderPath>/ExportOutput
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectionsArgs {
+    /// Only connections whose identifier or display name contains TEXT (case-insensitive)
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Only connections of this category (Database, File, Directory)
+    #[arg(long, value_name = "CAT")]
+    pub category: Option<String>,
+    /// Only connections of this connector
+    #[arg(long, value_name = "ID")]
+    pub connector: Option<String>,
+    /// Also print each connection's settings (secured values show only as (set) / (not set))
+    #[arg(long)]
+    pub show_settings: bool,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false, id = "what")]
+pub struct ExportTarget {
+    /// Run this export task (its IgnoreCookieFile and ContinueOnError apply)
+    #[arg(long, value_name = "ID", group = "what")]
+    pub task: Option<String>,
+    /// Export this connection
+    #[arg(long, value_name = "ID", group = "what")]
+    pub connection: Option<String>,
+    /// Export every connection this agent serves
+    #[arg(long, group = "what")]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub target: ExportTarget,
+    /// Complete export (ignore incremental state; CSV connections read Path)
+    #[arg(long)]
+    pub complete: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn settings_path(cli: &Cli) -> PathBuf {
+    cli.settings
+        .clone()
+        .or_else(|| std::env::var_os(config::SETTINGS_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SETTINGS_FILE))
+}
+
+fn print_diagnostics(d: &Diagnostics, warnings: bool) {
+    for diag in d.0.iter().filter(|x| warnings || x.severity == Severity::Error) {
+        eprintln!("{diag}");
+    }
+}
+
+fn count_line(d: &Diagnostics) -> String {
+    let e = d.errors().count();
+    let w = d.warnings().count();
+    format!("{e} error{}, {w} warning{}", plural(e), plural(w))
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Loads the configuration. `Err(code)` when the command cannot go on (errors are printed).
+fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded, u8> {
+    let opts = LoadOptions::from_env(settings_path(cli));
+    match config::load(&opts, registry) {
+        Err(d) => {
+            if cli.json {
+                println!("{}", json!({"valid": false, "diagnostics": d}));
+            }
+            print_diagnostics(&d, true);
+            Err(EXIT_CONFIG)
+        }
+        Ok(loaded) => {
+            if loaded.diagnostics.has_errors() && !tolerate_errors {
+                if cli.json {
+                    println!("{}", json!({"valid": false, "diagnostics": loaded.diagnostics}));
+                }
+                print_diagnostics(&loaded.diagnostics, false);
+                eprintln!(
+                    "configuration invalid ({}); nothing was run. `connagent validate` lists the warnings too.",
+                    count_line(&loaded.diagnostics)
+                );
+                return Err(EXIT_CONFIG);
+            }
+            let w = loaded.diagnostics.warnings().count();
+            if w > 0 && !tolerate_errors {
+                eprintln!("note: the configuration has {w} warning{}; `connagent validate` shows them", plural(w));
+            }
+            Ok(loaded)
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> u8 {
+    let registry = Registry::builtin();
+    match &cli.command {
+        Command::Validate => validate(&cli, &registry),
+        Command::Connections(args) => connections(&cli, &registry, args),
+        Command::Test { connection } => test(&cli, &registry, connection).await,
+        Command::Schema { connection } => schema(&cli, &registry, connection).await,
+        Command::Export(args) => export_cmd(&cli, &registry, args).await,
+    }
+}
+
+fn summary_json(s: &Snapshot) -> serde_json::Value {
+    json!({
+        "agent": s.agent,
+        "settings_file": s.settings_file,
+        "xml_files": s.xml_files,
+        "connectors": s.connectors.len(),
+        "connections": s.connections.len(),
+        "connections_served": s.connections.iter().filter(|c| c.served).count(),
+        "export_tasks": s.export_tasks.len(),
+        "jobs": s.jobs.len(),
+        "entity_type_mappings": s.entity_type_mappings.len(),
+        "entity_association_mappings": s.association_mappings.len(),
+        "skipped_elements": s.skipped,
+    })
+}
+
+fn validate(cli: &Cli, registry: &Registry) -> u8 {
+    let loaded = match load(cli, registry, true) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let d = &loaded.diagnostics;
+    let s = &loaded.snapshot;
+    let valid = !d.has_errors();
+    if cli.json {
+        println!(
+            "{}",
+            json!({"valid": valid, "summary": summary_json(s), "diagnostics": d})
+        );
+    } else {
+        print_diagnostics(d, true);
+    }
+    if !valid {
+        eprintln!("configuration invalid: {}", count_line(d));
+        return EXIT_CONFIG;
+    }
+    if !cli.json {
+        let skipped: usize = s.skipped.values().sum();
+        println!("configuration valid: {}", s.settings_file.display());
+        println!("  agent:       {}", s.agent);
+        println!("  xml files:   {} under {}", s.xml_files.len(), s.xml_folder.display());
+        println!("  connectors:  {}", s.connectors.len());
+        println!(
+            "  connections: {} ({} served here)",
+            s.connections.len(),
+            s.connections.iter().filter(|c| c.served).count()
+        );
+        println!("  export tasks: {}", s.export_tasks.len());
+        println!("  jobs:        {}", s.jobs.len());
+        println!(
+            "  mappings:    {} entity type, {} association",
+            s.entity_type_mappings.len(),
+            s.association_mappings.len()
+        );
+        if skipped > 0 {
+            let parts: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  skipped:     {skipped} elements not used by the agent ({})", parts.join(", "));
+        }
+        if d.warnings().count() > 0 {
+            println!("  warnings:    {}", d.warnings().count());
+        }
+    }
+    EXIT_OK
+}
+
+fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
+    let loaded = match load(cli, registry, true) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let s = &loaded.snapshot;
+    if let Some(cat) = &args.category
+        && !["database", "file", "directory"].contains(&cat.to_ascii_lowercase().as_str())
+    {
+        eprintln!("error: unknown category {cat:?}; use Database, File or Directory");
+        return EXIT_USAGE;
+    }
+    let search = args.search.as_ref().map(|t| t.to_lowercase());
+    let list: Vec<_> = s
+        .connections
+        .iter()
+        .filter(|c| {
+            search.as_ref().is_none_or(|t| {
+                c.identifier.as_str().to_lowercase().contains(t) || c.display_name.to_lowercase().contains(t)
+            })
+        })
+        .filter(|c| {
+            args.category.as_ref().is_none_or(|cat| {
+                c.category().is_some_and(|k| k.to_string().eq_ignore_ascii_case(cat))
+            })
+        })
+        .filter(|c| args.connector.as_ref().is_none_or(|k| c.connector.matches(k)))
+        .collect();
+    if cli.json {
+        let items: Vec<_> = list
+            .iter()
+            .map(|c| {
+                let usage = s.usage(&c.identifier);
+                json!({
+                    "identifier": c.identifier,
+                    "display_name": c.display_name,
+                    "category": c.category(),
+                    "connector": c.connector,
+                    "package": c.package_id(),
+                    "usage_count": usage.len(),
+                    "usage": usage.iter().map(|(k, n)| json!({"kind": k, "name": n})).collect::<Vec<_>>(),
+                    "served": if c.served { "here" } else { "other agent" },
+                    "settings": c.settings.label(),
+                    "setting_values": match &c.settings {
+                        SettingsState::Ok(st) => serde_json::to_value(st.shown()).unwrap_or_default(),
+                        _ => serde_json::Value::Null,
+                    },
+                })
+            })
+            .collect();
+        println!("{}", json!({"connections": items, "configuration_errors": loaded.diagnostics.errors().count()}));
+    } else {
+        let mut rows = vec![[
+            "CATEGORY", "IDENTIFIER", "DISPLAY NAME", "CONNECTOR", "PACKAGE", "USAGE", "SERVED", "SETTINGS",
+        ]
+        .map(String::from)];
+        for c in &list {
+            let usage = s.usage(&c.identifier);
+            let tasks = usage.iter().filter(|(k, _)| *k == "ExportTask").count();
+            let maps = usage.len() - tasks;
+            rows.push([
+                c.category().map(|k| k.to_string()).unwrap_or_else(|| "?".into()),
+                c.identifier.to_string(),
+                c.display_name.clone(),
+                c.connector.to_string(),
+                c.package_id().to_string(),
+                format!("{tasks} task{}, {maps} mapping{}", plural(tasks), plural(maps)),
+                if c.served { "here".into() } else { "other agent".into() },
+                c.settings.label().into(),
+            ]);
+        }
+        print_table(&rows);
+        if args.show_settings {
+            for c in &list {
+                if let SettingsState::Ok(st) = &c.settings {
+                    println!("\n{} ({})", c.identifier, c.package_id());
+                    for sh in st.shown().iter().filter(|x| x.is_set || x.is_default || x.secured) {
+                        let note = if sh.is_default { " (default)" } else { "" };
+                        println!("  {:<22} {}{note}", sh.name, sh.shown);
+                    }
+                }
+            }
+        }
+        if list.is_empty() {
+            println!("(no connection matches)");
+        }
+    }
+    if loaded.diagnostics.has_errors() {
+        eprintln!(
+            "the configuration is invalid ({}): run `connagent validate`",
+            count_line(&loaded.diagnostics)
+        );
+        return EXIT_CONFIG;
+    }
+    EXIT_OK
+}
+
+fn print_table(rows: &[[String; 8]]) {
+    let mut widths = [0usize; 8];
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// The connection to test or discover, ready for its package.
+fn connection_ref(
+    s: &Snapshot,
+    id: &str,
+) -> Result<(ConnectionRef, Arc<dyn crate::packages::Package>), String> {
+    let c = s.connection(id).ok_or_else(|| {
+        format!(
+            "there is no connection {id:?}; known connections: {}",
+            s.connections.iter().map(|c| c.identifier.to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    if !c.served {
+        return Err(format!("connection {} is served by another agent, not {}", c.identifier, s.agent));
+    }
+    match (&c.settings, &c.package) {
+        (SettingsState::Ok(settings), Some(p)) => Ok((
+            ConnectionRef {
+                identifier: c.identifier.clone(),
+                settings: settings.clone(),
+                cancel: CancellationToken::new(),
+            },
+            p.clone(),
+        )),
+        _ => Err(format!(
+            "connection {} has no usable settings (settings: {}); add them under Connections:{} in {}",
+            c.identifier,
+            c.settings.label(),
+            c.identifier,
+            s.settings_file.display()
+        )),
+    }
+}
+
+async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
+    let loaded = match load(cli, registry, false) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let (cref, package) = match connection_ref(&loaded.snapshot, id) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let redactor = cref.settings.redactor();
+    match package.test(&cref).await {
+        Ok(report) => {
+            if cli.json {
+                println!("{}", json!({"connection": cref.identifier, "ok": true, "checks": report.checks}));
+            } else {
+                println!("connection {}: ok", cref.identifier);
+                for c in &report.checks {
+                    println!("  {}", redactor.redact(c));
+                }
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            let msg = redactor.redact(&e.message);
+            if cli.json {
+                println!("{}", json!({"connection": cref.identifier, "ok": false, "class": e.class, "error": msg}));
+            }
+            eprintln!("connection {}: test failed ({:?}): {msg}", cref.identifier, e.class);
+            EXIT_FAILED
+        }
+    }
+}
+
+async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
+    let loaded = match load(cli, registry, false) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let s = &loaded.snapshot;
+    let (cref, package) = match connection_ref(s, id) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let redactor = cref.settings.redactor();
+    let schema = match package.discover(&cref).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!(
+                "connection {}: schema discovery failed ({:?}): {}",
+                cref.identifier,
+                e.class,
+                redactor.redact(&e.message)
+            );
+            return EXIT_FAILED;
+        }
+    };
+    let stored = SchemaStore::new(&s.work_folder).save(&schema);
+    if cli.json {
+        println!("{}", json!({"schema": schema, "stored": stored.as_ref().ok()}));
+    } else {
+        println!("connection {} ({}): {} table{}", schema.connection, schema.package, schema.tables.len(), plural(schema.tables.len()));
+        for t in &schema.tables {
+            println!("\n{}  <- {}", t.name, redactor.redact(&t.source));
+            for c in &t.columns {
+                let key = match c.key_type {
+                    crate::schema::KeyType::Primary => "primary key",
+                    crate::schema::KeyType::Unique => "unique key",
+                    crate::schema::KeyType::None => "",
+                };
+                println!(
+                    "  {:<28} {:<9} {:<12} {}",
+                    c.name,
+                    format!("{:?}", c.value_type),
+                    c.source_type.as_deref().unwrap_or(""),
+                    key
+                );
+            }
+        }
+    }
+    match stored {
+        Ok(p) => {
+            if !cli.json {
+                println!("\nstored in {}", p.display());
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
+    let loaded = match load(cli, registry, false) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let s = &loaded.snapshot;
+    let target = match (&args.target.task, &args.target.connection, args.target.all) {
+        (Some(t), _, _) => Target::Task(t.clone()),
+        (_, Some(c), _) => Target::Connection(c.clone()),
+        _ => Target::All,
+    };
+    let runs = match export::plan(s, &target, args.complete) {
+        Ok(r) => r,
+        Err(e) => {
+            if cli.json {
+                println!("{}", json!({"error": e.message}));
+            }
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: cancelling the export (previous files are kept)");
+                cancel.cancel();
+            }
+        });
+    }
+    let show_progress = !cli.json && std::io::stderr().is_terminal();
+    let mut reports: Vec<RunReport> = Vec::new();
+    let mut code = EXIT_OK;
+    for run in &runs {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let progress = Arc::new(Progress::default());
+        let bar = show_progress.then(|| spawn_progress(run.connection.to_string(), progress.clone()));
+        let report = export::run_one(s, run, &cancel, progress).await;
+        if let Some((handle, stop)) = bar {
+            stop.cancel();
+            let _ = handle.await;
+        }
+        if !cli.json {
+            print_report(&report, run.continue_on_error);
+        }
+        let failed = report.failed();
+        reports.push(report);
+        if failed {
+            if run.task.is_some() && run.continue_on_error {
+                continue; // warning mode: the failure is reported, the command succeeds
+            }
+            code = EXIT_FAILED;
+            if run.task.is_some() {
+                break;
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        code = EXIT_FAILED;
+    }
+    if cli.json {
+        println!("{}", json!({"runs": reports, "cancelled": cancel.is_cancelled()}));
+    }
+    code
+}
+
+fn print_report(r: &RunReport, continue_on_error: bool) {
+    let what = match &r.task {
+        Some(t) => format!("{} (task {t}, {:?})", r.connection, r.mode).to_string(),
+        None => format!("{} ({:?})", r.connection, r.mode),
+    };
+    match &r.outcome {
+        RunOutcome::Published { tables } => {
+            println!("{what}: published {} table{} in {:.2} s", tables.len(), plural(tables.len()), r.duration.as_secs_f64());
+            for t in tables {
+                println!(
+                    "  {:<32} {:>10} rows  {:>10}  {:>7.2} s  {}",
+                    t.file,
+                    t.rows,
+                    human_bytes(t.bytes),
+                    t.duration.as_secs_f64(),
+                    t.path
+                );
+            }
+        }
+        RunOutcome::NotRun { reason } => println!("{what}: not run: {reason}"),
+        RunOutcome::Failed { class, message } => {
+            let tail = if continue_on_error && r.task.is_some() {
+                " (ContinueOnError: reported as a warning)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "{what}: failed ({class:?}){tail}: {message}\n  the previous connection tables, if any, are unchanged"
+            );
+        }
+    }
+}
+
+/// Draws a progress bar on stderr once an export has lasted more than a second.
+fn spawn_progress(connection: String, progress: Arc<Progress>) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let handle = tokio::spawn(async move {
+        tokio::select! {
+            _ = s.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        let mut tick = tokio::time::interval(Duration::from_millis(150));
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => break,
+                _ = tick.tick() => {
+                    let table = progress.table.lock().map(|t| t.clone()).unwrap_or_default();
+                    bar.set_message(format!(
+                        "{connection}: {table}: {} rows, {}",
+                        progress.rows.load(Ordering::Relaxed),
+                        human_bytes(progress.bytes.load(Ordering::Relaxed))
+                    ));
+                    bar.tick();
+                }
+            }
+        }
+        bar.finish_and_clear();
+    });
+    (handle, stop)
+}

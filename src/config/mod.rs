@@ -1,0 +1,20 @@
+//! Configuration: the settings file, the environment overrides and the XML configuration, loaded
+//! into one validated [`Snapshot`]. Problems carry `file:line:col` and a fix. No network I/O here.
+
+pub mod diag;
+pub mod ident;
+pub mod jsonpos;
+pub mod model;
+pub mod settings;
+pub mod validate;
+pub mod xml;
+
+pub use diag::{Diagnostic, Diagnostics, Location, Origin, Severity};
+pub use ident::Ident;
+pub use model::*;
+pub use validate::{LoadOptions, load};
+
+/// The default settings file, in the working directory.
+pub const DEFAULT_SETTINGS_FILE: &str = "appsettings.agent.json";
+/// The environment variable naming the settings file.
+pub const SETTINGS_ENV: &str = "CONNAGENT_SETTINGS";

@@ -1,0 +1,237 @@
+//! The validated configuration snapshot: typed, cross-referenced, immutable once built.
+
+use super::diag::{Diagnostics, Location};
+use super::ident::Ident;
+use crate::packages::{Category, Package, Settings};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentDecl {
+    pub identifier: Ident,
+    pub display_name: String,
+    pub uri: Option<String>,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Connector {
+    pub identifier: Ident,
+    pub display_name: String,
+    /// The agent that serves the connector; `None` means this one.
+    pub agent: Option<Ident>,
+    pub is_deactivated: bool,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+/// `DeactivationExportFulfill`: which half of a connection is switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Deactivation {
+    None,
+    Export,
+    Fulfill,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Transformation {
+    /// The element's attributes as written (applied by a later stage; kept here).
+    pub attributes: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+/// Whether a connection's settings section is usable.
+#[derive(Debug, Clone)]
+pub enum SettingsState {
+    Ok(Arc<Settings>),
+    Missing,
+    Invalid,
+}
+
+impl SettingsState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            SettingsState::Ok(_) => "ok",
+            SettingsState::Missing => "missing",
+            SettingsState::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Connection {
+    pub identifier: Ident,
+    pub display_name: String,
+    pub connector: Ident,
+    /// The package as written in the XML.
+    pub package_name: String,
+    /// The package, when the name is known.
+    pub package: Option<Arc<dyn Package>>,
+    pub deactivation: Deactivation,
+    pub transformations: Vec<Transformation>,
+    pub settings: SettingsState,
+    /// Served by this agent (its connector names this agent, or no agent).
+    pub served: bool,
+    pub loc: Location,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("identifier", &self.identifier)
+            .field("connector", &self.connector)
+            .field("package", &self.package_name)
+            .field("settings", &self.settings)
+            .field("served", &self.served)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub fn category(&self) -> Option<Category> {
+        self.package.as_ref().map(|p| p.info().category)
+    }
+
+    pub fn package_id(&self) -> &str {
+        self.package
+            .as_ref()
+            .map(|p| p.info().id)
+            .unwrap_or(&self.package_name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MappingProperty {
+    pub identifier: String,
+    pub connection_column: Option<String>,
+    pub is_primary_key: bool,
+    pub is_unique_key: bool,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntityTypeMapping {
+    pub identifier: Ident,
+    pub connector: Option<Ident>,
+    pub connection_table: Option<String>,
+    /// The connection the table belongs to.
+    pub connection: Option<Ident>,
+    pub properties: Vec<MappingProperty>,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntityAssociationMapping {
+    pub identifier: Ident,
+    pub connector: Ident,
+    pub connection_table: Option<String>,
+    pub connection: Option<Ident>,
+    pub column1: String,
+    pub column2: String,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportTask {
+    /// The task's identifier; tasks without one are named `ExportTask@file:line`.
+    pub identifier: Ident,
+    pub display_name: String,
+    pub agent: Ident,
+    pub connection: Ident,
+    pub continue_on_error: bool,
+    pub ignore_cookie_file: bool,
+    /// Runs on this agent.
+    pub served: bool,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStep {
+    pub task: Ident,
+    pub level: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub identifier: Ident,
+    pub display_name: String,
+    pub agent: Option<Ident>,
+    pub cron: Option<String>,
+    pub cron_time_zone: Option<String>,
+    pub steps: Vec<JobStep>,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+/// Everything the agent runs on. Built only by `config::load`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub settings_file: PathBuf,
+    pub agent: Ident,
+    pub temp_folder: PathBuf,
+    pub work_folder: PathBuf,
+    pub xml_folder: PathBuf,
+    pub sources_root_paths: Vec<PathBuf>,
+    pub max_task_batch_size: usize,
+    pub xml_files: Vec<PathBuf>,
+    pub agents: Vec<AgentDecl>,
+    pub connectors: Vec<Connector>,
+    pub connections: Vec<Connection>,
+    pub entity_type_mappings: Vec<EntityTypeMapping>,
+    pub association_mappings: Vec<EntityAssociationMapping>,
+    pub export_tasks: Vec<ExportTask>,
+    pub jobs: Vec<Job>,
+    /// Elements of the configuration that the agent does not use, by name, with their count.
+    pub skipped: BTreeMap<String, usize>,
+}
+
+impl Snapshot {
+    pub fn export_output_folder(&self) -> PathBuf {
+        self.temp_folder.join("ExportOutput")
+    }
+
+    pub fn connection(&self, id: &str) -> Option<&Connection> {
+        self.connections.iter().find(|c| c.identifier.matches(id))
+    }
+
+    pub fn export_task(&self, id: &str) -> Option<&ExportTask> {
+        self.export_tasks.iter().find(|t| t.identifier.matches(id))
+    }
+
+    /// What references a connection: export tasks and mappings, by kind and name.
+    pub fn usage(&self, id: &Ident) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = self
+            .export_tasks
+            .iter()
+            .filter(|t| &t.connection == id)
+            .map(|t| ("ExportTask", t.identifier.to_string()))
+            .collect();
+        out.extend(
+            self.entity_type_mappings
+                .iter()
+                .filter(|m| m.connection.as_ref() == Some(id))
+                .map(|m| ("EntityTypeMapping", m.identifier.to_string())),
+        );
+        out.extend(
+            self.association_mappings
+                .iter()
+                .filter(|m| m.connection.as_ref() == Some(id))
+                .map(|m| ("EntityAssociationMapping", m.identifier.to_string())),
+        );
+        out
+    }
+}
+
+/// The result of loading: a snapshot (usable only when there is no error) and every problem found.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub diagnostics: Diagnostics,
+}

@@ -1,0 +1,275 @@
+//! Loading `appsettings.agent.json` and the environment overrides into one settings tree.
+//!
+//! The `config` crate reads each source. The layers are then merged here, key by key and
+//! case-insensitively (later wins), because identifiers and setting names are case-insensitive
+//! (COMPAT.md §0) and config-rs lower-cases environment keys while it keeps file keys as written
+//! (rust-cli/config-rs#531), so its own merge would keep `HRDb` and `hrdb` apart.
+
+use super::diag::{Diagnostic, Diagnostics, Location, Origin};
+use super::jsonpos::JsonPositions;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Environment variables starting with `CONNAGENT__` override settings; `__` separates sections.
+pub const ENV_PREFIX: &str = "CONNAGENT";
+pub const ENV_SEPARATOR: &str = "__";
+
+/// The merged settings and where each value came from.
+#[derive(Debug, Clone)]
+pub struct SettingsTree {
+    /// The settings file, absolute.
+    pub path: PathBuf,
+    /// Its folder: relative paths in settings resolve against it.
+    pub dir: PathBuf,
+    pub root: Map<String, Value>,
+    positions: JsonPositions,
+    /// Lower-cased key path (joined with '/') → the environment variable that set it.
+    env: HashMap<String, String>,
+}
+
+impl SettingsTree {
+    /// Loads the file and applies the overrides found in `env` (name, value pairs).
+    pub fn load(path: &Path, env: &[(String, String)], diags: &mut Diagnostics) -> Option<Self> {
+        let abs = absolute(path);
+        let text = match std::fs::read_to_string(&abs) {
+            Ok(t) => t,
+            Err(e) => {
+                let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                    "pass --settings FILE, set CONNAGENT_SETTINGS, or run from the folder that holds appsettings.agent.json"
+                } else {
+                    "make the file readable by the agent's user"
+                };
+                diags.push(
+                    Diagnostic::error(
+                        Some(Origin::File(Location::file_only(&abs))),
+                        format!("cannot read the settings file: {e}"),
+                    )
+                    .hint(hint),
+                );
+                return None;
+            }
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        // serde_json first: its errors carry the line and column that a person needs.
+        if let Err(e) = serde_json::from_str::<Value>(text) {
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::File(Location::new(
+                        &abs,
+                        u32::try_from(e.line()).unwrap_or(0),
+                        u32::try_from(e.column()).unwrap_or(0),
+                    ))),
+                    format!("the settings file is not valid JSON: {e}"),
+                )
+                .hint("fix the JSON syntax at this position (comments and trailing commas are not allowed)"),
+            );
+            return None;
+        }
+        let file_layer = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Json))
+            .build()
+            .and_then(|c| c.try_deserialize::<Map<String, Value>>());
+        let mut root = match file_layer {
+            Ok(m) => m,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        Some(Origin::File(Location::file_only(&abs))),
+                        format!("the settings file must hold a JSON object: {e}"),
+                    )
+                    .hint("the file starts with '{' and holds sections such as \"Connections\""),
+                );
+                return None;
+            }
+        };
+        let env_map: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| is_override_var(k))
+            .cloned()
+            .collect();
+        let env_layer = config::Config::builder()
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    .source(Some(env_map)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize::<Map<String, Value>>());
+        let mut env_names = HashMap::new();
+        match env_layer {
+            Ok(overlay) => merge(&mut root, overlay),
+            Err(e) => diags.push(Diagnostic::error(
+                None,
+                format!("cannot read the {ENV_PREFIX}{ENV_SEPARATOR}* environment variables: {e}"),
+            )),
+        }
+        for (name, _) in env.iter().filter(|(k, _)| is_override_var(k)) {
+            let key = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
+                .split(ENV_SEPARATOR)
+                .map(str::to_ascii_lowercase)
+                .collect::<Vec<_>>()
+                .join("/");
+            env_names.insert(key, name.clone());
+        }
+        let dir = abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        Some(SettingsTree {
+            path: abs,
+            dir,
+            root,
+            positions: JsonPositions::scan(text),
+            env: env_names,
+        })
+    }
+
+    /// Where the value at `path` came from: the environment variable that set it, else its place
+    /// in the file (or the nearest enclosing key that is written there).
+    pub fn origin(&self, path: &[&str]) -> Origin {
+        for n in (1..=path.len()).rev() {
+            let key = path[..n]
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join("/");
+            if let Some(var) = self.env.get(&key) {
+                return Origin::Env(var.clone());
+            }
+            if let Some((line, col)) = self.positions.get(&path[..n]) {
+                return Origin::File(Location::new(&self.path, line, col));
+            }
+        }
+        Origin::File(Location::file_only(&self.path))
+    }
+
+    /// The value at `path`, keys compared case-insensitively.
+    pub fn get(&self, path: &[&str]) -> Option<&Value> {
+        let (first, rest) = path.split_first()?;
+        let mut cur = get_ci(&self.root, first)?;
+        for seg in rest {
+            cur = match cur {
+                Value::Object(m) => get_ci(m, seg)?,
+                Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// Resolves a path written in the settings against the settings file's folder.
+    pub fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+}
+
+fn is_override_var(name: &str) -> bool {
+    name.len() > ENV_PREFIX.len() + ENV_SEPARATOR.len()
+        && name[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+        && name[ENV_PREFIX.len()..].starts_with(ENV_SEPARATOR)
+}
+
+/// Looks a key up in an object, ignoring ASCII case; an exact match wins.
+pub fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    m.get(key).or_else(|| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+/// Merges `overlay` into `base`: objects merge key by key (case-insensitively, keeping the base's
+/// spelling), anything else replaces. An object with numeric keys sets array items.
+pub fn merge(base: &mut Map<String, Value>, overlay: Map<String, Value>) {
+    for (k, v) in overlay {
+        let existing = base.keys().find(|bk| bk.eq_ignore_ascii_case(&k)).cloned();
+        match existing {
+            Some(bk) => {
+                if let Some(slot) = base.get_mut(&bk) {
+                    merge_value(slot, v);
+                }
+            }
+            None => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn merge_value(slot: &mut Value, v: Value) {
+    match (slot, v) {
+        (Value::Object(b), Value::Object(o)) => merge(b, o),
+        (Value::Array(items), Value::Object(o)) if o.keys().all(|k| k.parse::<usize>().is_ok()) => {
+            for (k, v) in o {
+                if let Ok(i) = k.parse::<usize>() {
+                    if i < items.len() {
+                        merge_value(&mut items[i], v);
+                    } else if i == items.len() {
+                        items.push(v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("appsettings.agent.json");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn environment_overrides_case_insensitively() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "{\n \"Connections\": {\n  \"HRDb\": {\"Timeout\": 3, \"SqlCommand\": \"select 1\"}\n }\n}",
+        );
+        let env = vec![
+            ("CONNAGENT__connections__HRDB__Timeout".to_string(), "9".to_string()),
+            ("CONNAGENT_SETTINGS".to_string(), "x".to_string()),
+            ("OTHER__A".to_string(), "y".to_string()),
+        ];
+        let mut d = Diagnostics::default();
+        let t = SettingsTree::load(&p, &env, &mut d).unwrap();
+        assert!(!d.has_errors(), "{d:?}");
+        assert_eq!(t.get(&["Connections", "HRDb", "Timeout"]), Some(&Value::from("9")));
+        assert_eq!(t.get(&["connections", "hrdb", "sqlcommand"]), Some(&Value::from("select 1")));
+        assert_eq!(t.root.len(), 1, "{:?}", t.root);
+        assert_eq!(
+            t.origin(&["Connections", "HRDb", "Timeout"]),
+            Origin::Env("CONNAGENT__connections__HRDB__Timeout".into())
+        );
+        assert_eq!(
+            t.origin(&["Connections", "HRDb", "SqlCommand"]).to_string(),
+            format!("{}:3:26", p.display())
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "{\n \"a\": 1,\n}");
+        let mut d = Diagnostics::default();
+        assert!(SettingsTree::load(&p, &[], &mut d).is_none());
+        let shown = d.0[0].to_string();
+        assert!(shown.contains(":3:1:"), "{shown}");
+    }
+}

@@ -1,0 +1,866 @@
+//! Turning the raw files into a validated [`Snapshot`], reporting every problem at once.
+
+use super::diag::{Diagnostic, Diagnostics, Location, Origin};
+use super::ident::{Ident, check_connection_identifier};
+use super::model::*;
+use super::settings::SettingsTree;
+use super::xml::{self, RawElement};
+use crate::packages::spec::{SettingSpec, coerce};
+use crate::packages::{Registry, Settings};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `load` needs besides the files.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub settings_path: PathBuf,
+    /// The process environment (name, value), passed in so tests control it.
+    pub env: Vec<(String, String)>,
+}
+
+impl LoadOptions {
+    pub fn from_env(settings_path: PathBuf) -> Self {
+        LoadOptions {
+            settings_path,
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+/// The attributes every element may carry for display names in up to 16 languages.
+fn is_display_name(attr: &str) -> bool {
+    attr.strip_prefix("DisplayName_L")
+        .and_then(|n| n.parse::<u8>().ok())
+        .is_some_and(|n| (1..=16).contains(&n))
+}
+
+const AGENT_ATTRS: &[&str] = &["Identifier", "State", "URI"];
+const CONNECTOR_ATTRS: &[&str] = &[
+    "Identifier", "Agent", "IsDeactivated", "CompleteJob", "IncrementalJob",
+    "MaximumDeletedLines", "MaximumInsertedLines", "MaximumUpdatedLines",
+    "MaxPercentageDeletedLines", "MaxPercentageInsertedLines", "MaxPercentageUpdatedLines",
+    "MaximumLinkDeletedLines", "MaximumLinkInsertedLines",
+    "MaxLinkPercentageDeletedLines", "MaxLinkPercentageInsertedLines",
+];
+const CONNECTION_ATTRS: &[&str] = &["Identifier", "Connector", "Package", "DeactivationExportFulfill"];
+const TRANSFORMATION_ATTRS: &[&str] = &[
+    "Type", "Table", "Column", "InputColumn", "InputColumn2", "InputColumn3", "InputColumn4",
+    "InputColumn5", "ConcatSeparator", "RemoveEmpty", "RemoveDuplicates", "SortValues", "AddedDays",
+    "MinYear", "MaxYear", "DatePattern", "WhereOperator", "WhereValue",
+];
+const MAPPING_THRESHOLDS: &[&str] = &[
+    "MaximumDeletedLines", "MaximumInsertedLines", "MaximumUpdatedLines",
+    "MaxPercentageDeletedLines", "MaxPercentageInsertedLines", "MaxPercentageUpdatedLines",
+];
+const ETM_ATTRS: &[&str] = &["Identifier", "Connector", "ConnectionTable", "C0"];
+const PROPERTY_ATTRS: &[&str] = &["Identifier", "ConnectionColumn", "IsPrimaryKey", "IsUniqueKey", "Format"];
+const EAM_ATTRS: &[&str] = &[
+    "Identifier", "Connector", "ConnectionTable", "Column1", "Column2", "EntityPropertyMapping1",
+    "EntityPropertyMapping2", "C0",
+];
+const EXPORT_TASK_ATTRS: &[&str] = &[
+    "Identifier", "Agent", "OpenIdClient", "Connection", "ContinueOnError", "IgnoreCookieFile", "InitMode",
+];
+const JOB_ATTRS: &[&str] = &[
+    "Identifier", "Agent", "CronTabExpression", "CronTimeZone", "IsIncremental", "IsInitializationJob",
+    "IsConnectorJob", "UserStartDenied", "LogLevel",
+];
+const STEP_ATTRS: &[&str] = &["Identifier", "Task", "Level"];
+
+/// Reads one element's attributes, recording problems as it goes.
+struct Attrs<'a> {
+    el: &'a RawElement,
+    known: &'static [&'static str],
+    extra: &'static [&'static str],
+}
+
+impl<'a> Attrs<'a> {
+    fn new(el: &'a RawElement, known: &'static [&'static str]) -> Self {
+        Attrs { el, known, extra: &[] }
+    }
+
+    fn with(mut self, extra: &'static [&'static str]) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.el.attr(name).map(|a| a.value.trim())
+    }
+
+    fn origin_of(&self, name: &str) -> Option<Origin> {
+        Some(Origin::File(
+            self.el.attr(name).map(|a| a.loc.clone()).unwrap_or_else(|| self.el.loc.clone()),
+        ))
+    }
+
+    fn required(&self, name: &str, what: &str, d: &mut Diagnostics) -> Option<&'a str> {
+        match self.get(name).filter(|v| !v.is_empty()) {
+            Some(v) => Some(v),
+            None => {
+                d.push(
+                    Diagnostic::error(
+                        self.el.origin(),
+                        format!("<{}> has no {name} attribute", self.el.name),
+                    )
+                    .hint(format!("add {name}=\"...\" ({what})")),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&self, name: &str, default: bool, d: &mut Diagnostics) -> bool {
+        match self.get(name) {
+            None => default,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(v) => {
+                d.push(
+                    Diagnostic::error(self.origin_of(name), format!("{name}=\"{v}\" is not a boolean"))
+                        .hint(format!("write {name}=\"true\" or {name}=\"false\"")),
+                );
+                default
+            }
+        }
+    }
+
+    fn display_name(&self, fallback: &str) -> String {
+        self.get("DisplayName_L1").unwrap_or(fallback).to_string()
+    }
+
+    /// Warns about attributes this element does not have.
+    fn finish(self, d: &mut Diagnostics) {
+        for a in &self.el.attrs {
+            if a.name.contains(':') || a.name == "xmlns" {
+                continue;
+            }
+            if !self.known.contains(&a.name.as_str())
+                && !self.extra.contains(&a.name.as_str())
+                && !is_display_name(&a.name)
+            {
+                let mut known: Vec<&str> = self.known.iter().chain(self.extra).copied().collect();
+                known.push("DisplayName_L1");
+                d.push(
+                    Diagnostic::warning(
+                        Some(Origin::File(a.loc.clone())),
+                        format!("<{}> has no attribute {}; it is ignored", self.el.name, a.name),
+                    )
+                    .hint(format!("check the spelling; known attributes: {}", known.join(", "))),
+                );
+            }
+        }
+    }
+}
+
+fn loc_origin(loc: &Location) -> Option<Origin> {
+    Some(Origin::File(loc.clone()))
+}
+
+/// Reports the second and later uses of an identifier, naming the first place.
+fn check_duplicates<'a>(
+    kind: &str,
+    items: impl Iterator<Item = (&'a Ident, &'a Location)>,
+    d: &mut Diagnostics,
+) {
+    let mut seen: HashMap<&Ident, &Location> = HashMap::new();
+    for (id, loc) in items {
+        if let Some(first) = seen.get(id) {
+            d.push(
+                Diagnostic::error(
+                    loc_origin(loc),
+                    format!("{kind} {id} is declared twice; identifiers are compared without case, and it was first declared at {first}"),
+                )
+                .hint(format!("rename or remove one of the two {kind} declarations")),
+            );
+        } else {
+            seen.insert(id, loc);
+        }
+    }
+}
+
+/// Loads and validates everything. `Err` when not even the settings file could be read; otherwise a
+/// snapshot with all the diagnostics (the snapshot is safe to run only without errors).
+pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnostics> {
+    let mut d = Diagnostics::default();
+    let Some(tree) = SettingsTree::load(&opts.settings_path, &opts.env, &mut d) else {
+        return Err(d);
+    };
+
+    // ---- top-level settings
+    let text_setting = |path: &[&str], d: &mut Diagnostics| -> Option<String> {
+        match tree.get(path)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            _ => {
+                d.push(
+                    Diagnostic::error(Some(tree.origin(path)), format!("{} must be a string", path.join(":")))
+                        .hint("put the value in double quotes"),
+                );
+                None
+            }
+        }
+    };
+    let agent = text_setting(&["Agent", "Identifier"], &mut d)
+        .or_else(|| text_setting(&["OpenId", "AgentIdentifier"], &mut d))
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "Local".to_string());
+    let agent = Ident::new(agent.trim());
+    let folder = |key: &str, default: &str, d: &mut Diagnostics| {
+        tree.resolve_path(&text_setting(&[key], d).unwrap_or_else(|| default.to_string()))
+    };
+    let temp_folder = folder("TempFolderPath", "Temp", &mut d);
+    let work_folder = folder("WorkFolderPath", "Work", &mut d);
+    let xml_folder = folder("XmlConfigurationPath", "xml-config", &mut d);
+    let max_task_batch_size = match tree.get(&["Jobs", "MaxTaskBatchSize"]) {
+        None => 5,
+        Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+            Some(n) if (1..=1000).contains(&n) => n as usize,
+            _ => {
+                d.push(
+                    Diagnostic::error(
+                        Some(tree.origin(&["Jobs", "MaxTaskBatchSize"])),
+                        format!("Jobs:MaxTaskBatchSize is {v}; it must be a whole number from 1 to 1000"),
+                    )
+                    .hint("set how many exports may run at once, e.g. 5"),
+                );
+                5
+            }
+        },
+    };
+    let mut sources_root_paths = Vec::new();
+    if let Some(v) = tree.get(&["SourcesRootPaths"]) {
+        let items: Vec<(usize, &serde_json::Value)> = match v {
+            serde_json::Value::Array(a) => a.iter().enumerate().collect(),
+            other => vec![(0, other)],
+        };
+        for (i, item) in items {
+            let idx = i.to_string();
+            let origin = tree.origin(&["SourcesRootPaths", &idx]);
+            match item.as_str() {
+                Some(s) => {
+                    let p = tree.resolve_path(s);
+                    match p.canonicalize() {
+                        Ok(c) => sources_root_paths.push(c),
+                        Err(e) => {
+                            d.push(
+                                Diagnostic::warning(
+                                    Some(origin),
+                                    format!("SourcesRootPaths entry {} cannot be resolved: {e}", p.display()),
+                                )
+                                .hint("create the folder or remove the entry"),
+                            );
+                            sources_root_paths.push(p);
+                        }
+                    }
+                }
+                None => d.push(
+                    Diagnostic::error(Some(origin), "SourcesRootPaths must be a list of folder paths")
+                        .hint("write \"SourcesRootPaths\": [\"/srv/sources\"]"),
+                ),
+            }
+        }
+    }
+
+    // ---- XML
+    let xml_files = if xml_folder.is_dir() {
+        xml::find_xml_files(&xml_folder, &mut d)
+    } else {
+        d.push(
+            Diagnostic::error(
+                Some(Origin::File(Location::file_only(&xml_folder))),
+                "the XML configuration folder does not exist",
+            )
+            .hint(format!(
+                "set XmlConfigurationPath in {} to the folder that holds the *.xml configuration",
+                tree.path.display()
+            )),
+        );
+        Vec::new()
+    };
+    if xml_folder.is_dir() && xml_files.is_empty() {
+        d.push(
+            Diagnostic::warning(
+                Some(Origin::File(Location::file_only(&xml_folder))),
+                "the XML configuration folder holds no *.xml file",
+            )
+            .hint("put the configuration files (<ConfigurationFile> ...) in this folder"),
+        );
+    }
+    let mut elements = Vec::new();
+    for f in &xml_files {
+        elements.extend(xml::parse_file(f, &mut d));
+    }
+
+    let mut agents = Vec::new();
+    let mut connectors = Vec::new();
+    let mut raw_connections = Vec::new();
+    let mut etms = Vec::new();
+    let mut eams = Vec::new();
+    let mut tasks = Vec::new();
+    let mut jobs = Vec::new();
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+
+    for el in &elements {
+        match el.name.as_str() {
+            "Agent" => {
+                let a = Attrs::new(el, AGENT_ATTRS);
+                if let Some(id) = a.required("Identifier", "the agent's identifier", &mut d) {
+                    agents.push(AgentDecl {
+                        identifier: Ident::new(id),
+                        display_name: a.display_name(id),
+                        uri: a.get("URI").map(str::to_string),
+                        loc: el.loc.clone(),
+                    });
+                }
+                a.finish(&mut d);
+            }
+            "Connector" => {
+                let a = Attrs::new(el, CONNECTOR_ATTRS);
+                let is_deactivated = a.boolean("IsDeactivated", false, &mut d);
+                if let Some(id) = a.required("Identifier", "the connector's identifier", &mut d) {
+                    connectors.push(Connector {
+                        identifier: Ident::new(id),
+                        display_name: a.display_name(id),
+                        agent: a.get("Agent").filter(|s| !s.is_empty()).map(Ident::new),
+                        is_deactivated,
+                        loc: el.loc.clone(),
+                    });
+                }
+                a.finish(&mut d);
+            }
+            "Connection" => {
+                let a = Attrs::new(el, CONNECTION_ATTRS);
+                let id = a.required("Identifier", "the connection's identifier", &mut d);
+                let connector = a.required("Connector", "the identifier of the connector it belongs to", &mut d);
+                let package = a.required("Package", &format!("one of: {}", registry.known_names()), &mut d);
+                let deactivation = match a.get("DeactivationExportFulfill") {
+                    None => Deactivation::None,
+                    Some(v) if v.eq_ignore_ascii_case("None") || v == "0" => Deactivation::None,
+                    Some(v) if v.eq_ignore_ascii_case("Export") || v == "1" => Deactivation::Export,
+                    Some(v) if v.eq_ignore_ascii_case("Fulfill") || v == "2" => Deactivation::Fulfill,
+                    Some(v) => {
+                        d.push(
+                            Diagnostic::error(
+                                a.origin_of("DeactivationExportFulfill"),
+                                format!("DeactivationExportFulfill=\"{v}\" is not a known value"),
+                            )
+                            .hint("use None, Export or Fulfill"),
+                        );
+                        Deactivation::None
+                    }
+                };
+                if let Some(id) = id
+                    && let Err(e) = check_connection_identifier(id)
+                {
+                    d.push(
+                        Diagnostic::error(a.origin_of("Identifier"), format!("connection {e}"))
+                            .hint("start with a letter and use only letters, digits, '.' and '-'"),
+                    );
+                }
+                let mut transformations = Vec::new();
+                for child in &el.children {
+                    if child.name == "Transformation" {
+                        let t = Attrs::new(child, TRANSFORMATION_ATTRS);
+                        check_transformation(&t, id, &mut d);
+                        transformations.push(Transformation {
+                            attributes: child.attrs.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+                            loc: child.loc.clone(),
+                        });
+                        t.finish(&mut d);
+                    } else {
+                        *skipped.entry(format!("Connection/{}", child.name)).or_default() += 1;
+                    }
+                }
+                if let (Some(id), Some(connector), Some(package)) = (id, connector, package) {
+                    raw_connections.push((el, id, connector, package, deactivation, transformations, a.display_name(id)));
+                }
+                a.finish(&mut d);
+            }
+            "EntityTypeMapping" => {
+                let a = Attrs::new(el, ETM_ATTRS).with(MAPPING_THRESHOLDS);
+                let mut properties = Vec::new();
+                for child in el.children.iter().filter(|c| c.name == "Property") {
+                    let p = Attrs::new(child, PROPERTY_ATTRS);
+                    if let Some(pid) = p.required("Identifier", "the entity property", &mut d) {
+                        properties.push(MappingProperty {
+                            identifier: pid.to_string(),
+                            connection_column: p.get("ConnectionColumn").map(str::to_string),
+                            is_primary_key: p.boolean("IsPrimaryKey", false, &mut d),
+                            is_unique_key: p.boolean("IsUniqueKey", false, &mut d),
+                            format: p.get("Format").map(str::to_string),
+                        });
+                    }
+                    p.finish(&mut d);
+                }
+                if let Some(id) = a.required("Identifier", "the entity type it maps", &mut d) {
+                    etms.push(EntityTypeMapping {
+                        identifier: Ident::new(id),
+                        connector: a.get("Connector").filter(|s| !s.is_empty()).map(Ident::new),
+                        connection_table: a.get("ConnectionTable").filter(|s| !s.is_empty()).map(str::to_string),
+                        connection: None,
+                        properties,
+                        loc: el.loc.clone(),
+                    });
+                }
+                a.finish(&mut d);
+            }
+            "EntityAssociationMapping" => {
+                let a = Attrs::new(el, EAM_ATTRS).with(MAPPING_THRESHOLDS);
+                let id = a.required("Identifier", "the entity association it maps", &mut d);
+                let connector = a.required("Connector", "the connector that holds the association", &mut d);
+                let c1 = a.required("Column1", "the column holding the first end's key", &mut d);
+                let c2 = a.required("Column2", "the column holding the second end's key", &mut d);
+                if let (Some(id), Some(connector), Some(c1), Some(c2)) = (id, connector, c1, c2) {
+                    eams.push(EntityAssociationMapping {
+                        identifier: Ident::new(id),
+                        connector: Ident::new(connector),
+                        connection_table: a.get("ConnectionTable").filter(|s| !s.is_empty()).map(str::to_string),
+                        connection: None,
+                        column1: c1.to_string(),
+                        column2: c2.to_string(),
+                        loc: el.loc.clone(),
+                    });
+                }
+                a.finish(&mut d);
+            }
+            "ExportTask" => {
+                let a = Attrs::new(el, EXPORT_TASK_ATTRS);
+                let task_agent = a.required("Agent", "the agent that runs the task", &mut d);
+                let connection = a.required("Connection", "the connection to export", &mut d);
+                let continue_on_error = a.boolean("ContinueOnError", false, &mut d);
+                let ignore_cookie_file = a.boolean("IgnoreCookieFile", false, &mut d);
+                a.boolean("InitMode", false, &mut d);
+                if let (Some(task_agent), Some(connection)) = (task_agent, connection) {
+                    let identifier = a
+                        .get("Identifier")
+                        .filter(|s| !s.is_empty())
+                        .map(Ident::new)
+                        .unwrap_or_else(|| Ident::new(format!("ExportTask@{}", el.loc)));
+                    tasks.push(ExportTask {
+                        display_name: a.display_name(identifier.as_str()),
+                        identifier,
+                        agent: Ident::new(task_agent),
+                        connection: Ident::new(connection),
+                        continue_on_error,
+                        ignore_cookie_file,
+                        served: Ident::new(task_agent) == agent,
+                        loc: el.loc.clone(),
+                    });
+                }
+                a.finish(&mut d);
+            }
+            "Job" => {
+                let a = Attrs::new(el, JOB_ATTRS);
+                let mut steps = Vec::new();
+                for child in &el.children {
+                    if child.name != "Step" {
+                        *skipped.entry(format!("Job/{}", child.name)).or_default() += 1;
+                        continue;
+                    }
+                    let s = Attrs::new(child, STEP_ATTRS);
+                    let task = s.get("Task").or_else(|| s.get("Identifier")).filter(|t| !t.is_empty());
+                    let level = match s.get("Level") {
+                        None => -1,
+                        Some(v) => v.parse().unwrap_or_else(|_| {
+                            d.push(
+                                Diagnostic::error(s.origin_of("Level"), format!("Level=\"{v}\" is not a whole number"))
+                                    .hint("steps with the same Level run together; write Level=\"0\", \"1\", ..."),
+                            );
+                            -1
+                        }),
+                    };
+                    match task {
+                        Some(t) => steps.push((JobStep { task: Ident::new(t), level }, child.loc.clone())),
+                        None => d.push(
+                            Diagnostic::error(child.origin(), "<Step> names no task")
+                                .hint("add Task=\"<task identifier>\""),
+                        ),
+                    }
+                    s.finish(&mut d);
+                }
+                if let Some(id) = a.required("Identifier", "the job's identifier", &mut d) {
+                    jobs.push((
+                        Job {
+                            identifier: Ident::new(id),
+                            display_name: a.display_name(id),
+                            agent: a.get("Agent").filter(|s| !s.is_empty()).map(Ident::new),
+                            cron: a.get("CronTabExpression").map(str::to_string),
+                            cron_time_zone: a.get("CronTimeZone").map(str::to_string),
+                            steps: steps.iter().map(|(s, _)| s.clone()).collect(),
+                            loc: el.loc.clone(),
+                        },
+                        steps,
+                    ));
+                }
+                a.finish(&mut d);
+            }
+            other => *skipped.entry(other.to_string()).or_default() += 1,
+        }
+    }
+
+    // ---- identity and references
+    check_duplicates("agent", agents.iter().map(|a| (&a.identifier, &a.loc)), &mut d);
+    check_duplicates("connector", connectors.iter().map(|c| (&c.identifier, &c.loc)), &mut d);
+    let conn_ids: Vec<Ident> = raw_connections.iter().map(|c| Ident::new(c.1)).collect();
+    check_duplicates(
+        "connection",
+        conn_ids.iter().zip(raw_connections.iter().map(|c| &c.0.loc)),
+        &mut d,
+    );
+    check_duplicates("export task", tasks.iter().map(|t| (&t.identifier, &t.loc)), &mut d);
+    check_duplicates("job", jobs.iter().map(|(j, _)| (&j.identifier, &j.loc)), &mut d);
+    check_duplicates("entity type mapping", etms.iter().map(|m| (&m.identifier, &m.loc)), &mut d);
+    check_duplicates("entity association mapping", eams.iter().map(|m| (&m.identifier, &m.loc)), &mut d);
+
+    let find_connector = |id: &Ident| connectors.iter().find(|c| &c.identifier == id);
+    let agent_known = |id: &Ident| id == &agent || agents.iter().any(|a| &a.identifier == id);
+    for c in &connectors {
+        if let Some(a) = &c.agent
+            && !agent_known(a)
+        {
+            d.push(
+                Diagnostic::warning(loc_origin(&c.loc), format!("connector {} names agent {a}, which is neither this agent ({agent}) nor declared with <Agent>", c.identifier))
+                    .hint(format!("if this agent should serve it, set Agent=\"{agent}\" or Agent:Identifier in the settings")),
+            );
+        }
+    }
+
+    // Settings sections, matched case-insensitively to connections.
+    let sections: Vec<(String, serde_json::Value)> = match tree.get(&["Connections"]) {
+        None => Vec::new(),
+        Some(serde_json::Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(_) => {
+            d.push(
+                Diagnostic::error(Some(tree.origin(&["Connections"])), "Connections must be an object")
+                    .hint("write \"Connections\": { \"<ConnectionIdentifier>\": { ...settings... } }"),
+            );
+            Vec::new()
+        }
+    };
+    for (key, _) in &sections {
+        if !conn_ids.iter().any(|c| c.matches(key)) {
+            d.push(
+                Diagnostic::warning(
+                    Some(tree.origin(&["Connections", key])),
+                    format!("settings section Connections:{key} matches no <Connection> in the XML configuration"),
+                )
+                .hint("correct the section name to a connection identifier, or remove the section"),
+            );
+        }
+    }
+
+    let mut connections = Vec::new();
+    for (el, id, connector_id, package_name, deactivation, transformations, display_name) in raw_connections {
+        let identifier = Ident::new(id);
+        let connector_id = Ident::new(connector_id);
+        let connector = find_connector(&connector_id);
+        if connector.is_none() {
+            d.push(
+                Diagnostic::error(
+                    Some(Origin::File(el.attr("Connector").map(|a| a.loc.clone()).unwrap_or_else(|| el.loc.clone()))),
+                    format!("connection {identifier} names connector {connector_id}, which is not declared"),
+                )
+                .hint(format!("declare <Connector Identifier=\"{connector_id}\" .../> or correct Connector")),
+            );
+        }
+        let served = connector.is_none_or(|c| c.agent.as_ref().is_none_or(|a| a == &agent));
+        let package = registry.find(package_name);
+        if package.is_none() {
+            d.push(
+                Diagnostic::error(
+                    Some(Origin::File(el.attr("Package").map(|a| a.loc.clone()).unwrap_or_else(|| el.loc.clone()))),
+                    format!("connection {identifier} uses unknown package {package_name:?}"),
+                )
+                .hint(format!("use one of: {}", registry.known_names())),
+            );
+        }
+        let section = sections.iter().find(|(k, _)| identifier.matches(k));
+        let used_by_task = tasks.iter().any(|t| t.served && t.connection == identifier);
+        let settings = match (section, &package) {
+            (None, _) => {
+                if served && used_by_task {
+                    d.push(
+                        Diagnostic::error(
+                            loc_origin(&el.loc),
+                            format!("connection {identifier} is exported by a task of this agent but has no settings section Connections:{identifier}"),
+                        )
+                        .hint(format!("add \"Connections\": {{ \"{identifier}\": {{ ... }} }} to {}", tree.path.display())),
+                    );
+                } else if served {
+                    d.push(
+                        Diagnostic::warning(
+                            loc_origin(&el.loc),
+                            format!("connection {identifier} has no settings section Connections:{identifier}; it cannot be tested or exported"),
+                        )
+                        .hint(format!("add its settings under Connections:{identifier} in {}", tree.path.display())),
+                    );
+                }
+                SettingsState::Missing
+            }
+            (Some(_), None) => SettingsState::Invalid,
+            (Some((key, value)), Some(package)) => {
+                match build_settings(&tree, key, value, package.info().settings, &mut d) {
+                    Some(settings) => {
+                        let mut ok = true;
+                        for p in package.check(&settings) {
+                            ok = false;
+                            let origin = match p.setting {
+                                Some(s) => tree.origin(&["Connections", key, s]),
+                                None => tree.origin(&["Connections", key]),
+                            };
+                            d.push(
+                                Diagnostic::error(Some(origin), format!("connection {identifier}: {}", p.message))
+                                    .hint(p.hint),
+                            );
+                        }
+                        for (setting, path) in package.source_paths(&settings) {
+                            if let Some(msg) = outside_roots(&path, &sources_root_paths) {
+                                ok = false;
+                                d.push(
+                                    Diagnostic::error(
+                                        Some(tree.origin(&["Connections", key, setting])),
+                                        format!("connection {identifier}: {setting} {msg}"),
+                                    )
+                                    .hint("move the file under one of SourcesRootPaths, or add its folder to SourcesRootPaths"),
+                                );
+                            }
+                        }
+                        if ok { SettingsState::Ok(Arc::new(settings)) } else { SettingsState::Invalid }
+                    }
+                    None => SettingsState::Invalid,
+                }
+            }
+        };
+        connections.push(Connection {
+            identifier,
+            display_name,
+            connector: connector_id,
+            package_name: package_name.to_string(),
+            package,
+            deactivation,
+            transformations,
+            settings,
+            served,
+            loc: el.loc.clone(),
+        });
+    }
+
+    for t in &tasks {
+        match connections.iter().find(|c| c.identifier == t.connection) {
+            None => d.push(
+                Diagnostic::error(
+                    loc_origin(&t.loc),
+                    format!("export task {} names connection {}, which is not declared", t.identifier, t.connection),
+                )
+                .hint("declare the <Connection> or correct the task's Connection attribute"),
+            ),
+            Some(c) if t.served && !c.served => d.push(
+                Diagnostic::warning(
+                    loc_origin(&t.loc),
+                    format!("export task {} runs on this agent but connection {} belongs to a connector served by another agent", t.identifier, c.identifier),
+                )
+                .hint("make the task's Agent and the connector's Agent the same"),
+            ),
+            Some(_) => {}
+        }
+        if !agent_known(&t.agent) {
+            d.push(
+                Diagnostic::warning(
+                    loc_origin(&t.loc),
+                    format!("export task {} names agent {}, which is neither this agent ({agent}) nor declared with <Agent>", t.identifier, t.agent),
+                )
+                .hint(format!("set Agent=\"{agent}\" for this agent to run the task")),
+            );
+        }
+    }
+    for (job, steps) in &jobs {
+        for (step, loc) in steps {
+            if !tasks.iter().any(|t| t.identifier == step.task) {
+                d.push(
+                    Diagnostic::error(
+                        loc_origin(loc),
+                        format!("job {} has a step for task {}, which is not declared", job.identifier, step.task),
+                    )
+                    .hint("declare the task (with that Identifier) or correct the step"),
+                );
+            }
+        }
+    }
+
+    // Mappings: connector and connection table must resolve.
+    let resolve_table = |table: &str| -> Option<Ident> {
+        let base = table.strip_suffix(".csv").or_else(|| table.strip_suffix(".CSV")).unwrap_or(table);
+        let prefix = base.split('_').next().unwrap_or(base);
+        conn_ids.iter().find(|c| c.matches(prefix)).cloned()
+    };
+    let check_mapping = |kind: &str, id: &Ident, connector: Option<&Ident>, table: Option<&String>, loc: &Location, d: &mut Diagnostics| -> Option<Ident> {
+        if let Some(c) = connector
+            && find_connector(c).is_none()
+        {
+            d.push(
+                Diagnostic::error(loc_origin(loc), format!("{kind} {id} names connector {c}, which is not declared"))
+                    .hint("declare the <Connector> or correct the mapping's Connector attribute"),
+            );
+        }
+        let table = table?;
+        match resolve_table(table) {
+            Some(conn) => Some(conn),
+            None => {
+                d.push(
+                    Diagnostic::error(
+                        loc_origin(loc),
+                        format!("{kind} {id} reads ConnectionTable {table:?}, which belongs to no declared connection"),
+                    )
+                    .hint("connection tables are named <Connection> or <Connection>_<table>; correct ConnectionTable or declare the connection"),
+                );
+                None
+            }
+        }
+    };
+    for m in &mut etms {
+        m.connection = check_mapping("entity type mapping", &m.identifier, m.connector.as_ref(), m.connection_table.as_ref(), &m.loc, &mut d);
+    }
+    for m in &mut eams {
+        m.connection = check_mapping("entity association mapping", &m.identifier, Some(&m.connector), m.connection_table.as_ref(), &m.loc, &mut d);
+    }
+
+    let snapshot = Snapshot {
+        settings_file: tree.path.clone(),
+        agent,
+        temp_folder,
+        work_folder,
+        xml_folder,
+        sources_root_paths,
+        max_task_batch_size,
+        xml_files,
+        agents,
+        connectors,
+        connections,
+        entity_type_mappings: etms,
+        association_mappings: eams,
+        export_tasks: tasks,
+        jobs: jobs.into_iter().map(|(j, _)| j).collect(),
+        skipped,
+    };
+    Ok(Loaded { snapshot, diagnostics: d })
+}
+
+fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics) {
+    const TYPES: &[&str] = &["ConcatColumns", "TransformDate", "WhereValue"];
+    const OPERATORS: &[&str] = &["Equals", "NotEquals", "Contains", "NotContains", "StartsWith", "EndsWith", "Regex"];
+    match t.get("Type") {
+        Some(v) if TYPES.contains(&v) => {}
+        Some(v) => d.push(
+            Diagnostic::error(t.origin_of("Type"), format!("Transformation Type=\"{v}\" is not known"))
+                .hint(format!("use one of {}", TYPES.join(", "))),
+        ),
+        None => d.push(
+            Diagnostic::error(t.el.origin(), "<Transformation> has no Type attribute")
+                .hint(format!("add Type=\"...\", one of {}", TYPES.join(", "))),
+        ),
+    }
+    if let Some(op) = t.get("WhereOperator")
+        && !OPERATORS.contains(&op)
+    {
+        d.push(
+            Diagnostic::error(t.origin_of("WhereOperator"), format!("WhereOperator=\"{op}\" is not known"))
+                .hint(format!("use one of {}", OPERATORS.join(", "))),
+        );
+    }
+    if let (Some(table), Some(conn)) = (t.get("Table"), connection) {
+        let ok = table.len() > conn.len()
+            && table[..conn.len()].eq_ignore_ascii_case(conn)
+            && table.as_bytes()[conn.len()] == b'_';
+        if !ok {
+            d.push(
+                Diagnostic::error(
+                    t.origin_of("Table"),
+                    format!("Transformation Table=\"{table}\" is not a table of connection {conn}"),
+                )
+                .hint(format!("write Table=\"{conn}_<dataset>\"")),
+            );
+        }
+    }
+}
+
+/// Builds a connection's typed settings from its section, reporting each problem where it is.
+fn build_settings(
+    tree: &SettingsTree,
+    key: &str,
+    value: &serde_json::Value,
+    spec: &'static [SettingSpec],
+    d: &mut Diagnostics,
+) -> Option<Settings> {
+    let Some(obj) = value.as_object() else {
+        d.push(
+            Diagnostic::error(Some(tree.origin(&["Connections", key])), format!("Connections:{key} must be an object of settings"))
+                .hint(format!("write \"{key}\": {{ \"Setting\": \"value\", ... }}")),
+        );
+        return None;
+    };
+    let mut ok = true;
+    let mut values = Vec::new();
+    for (name, raw) in obj {
+        let origin = tree.origin(&["Connections", key, name]);
+        let Some(s) = spec.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
+            d.push(
+                Diagnostic::warning(Some(origin), format!("Connections:{key}: unknown setting {name}; it is ignored"))
+                    .hint(format!("settings of this package: {}", spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", "))),
+            );
+            continue;
+        };
+        if raw.is_null() || raw.as_str().is_some_and(|v| v.is_empty()) {
+            continue;
+        }
+        match coerce(s, raw) {
+            Ok(v) => values.push((s.name, v)),
+            Err(e) => {
+                ok = false;
+                d.push(
+                    Diagnostic::error(Some(origin), format!("Connections:{key}:{}: {e}", s.name))
+                        .hint(format!("{} — {}", s.name, s.description)),
+                );
+            }
+        }
+    }
+    for s in spec.iter().filter(|s| s.required) {
+        if !values.iter().any(|(n, _)| *n == s.name) {
+            ok = false;
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(&["Connections", key])),
+                    format!("Connections:{key}: the required setting {} is missing", s.name),
+                )
+                .hint(format!("add \"{}\": ... ({})", s.name, s.description)),
+            );
+        }
+    }
+    ok.then(|| Settings::new(spec, values, &tree.dir))
+}
+
+/// `Some(reason)` when `path` (after resolving `..` and symbolic links) is outside every root.
+fn outside_roots(path: &Path, roots: &[PathBuf]) -> Option<String> {
+    if roots.is_empty() {
+        return None;
+    }
+    // Resolve what exists; a file that does not exist yet is judged by its folder.
+    let resolved = path.canonicalize().ok().or_else(|| {
+        let parent = path.parent()?.canonicalize().ok()?;
+        Some(parent.join(path.file_name()?))
+    });
+    let Some(resolved) = resolved else {
+        return Some(format!("{} cannot be resolved to check it against SourcesRootPaths", path.display()));
+    };
+    if roots.iter().any(|r| resolved.starts_with(r)) {
+        None
+    } else {
+        let shown = if resolved == path { String::new() } else { format!(" (resolved to {})", resolved.display()) };
+        Some(format!(
+            "{}{shown} is outside SourcesRootPaths ({})",
+            path.display(),
+            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    }
+}

@@ -1,0 +1,215 @@
+//! Reading the XML configuration files into raw elements that remember where they are.
+//!
+//! This layer knows XML, not meaning: it parses every `*.xml` file under a folder (recursively, in
+//! path order), refuses DTDs (so no entity can expand), checks the root element, and returns each
+//! child of the root with its attributes and positions. `validate` gives them meaning.
+
+use super::diag::{Diagnostic, Diagnostics, Location, Origin};
+use std::path::{Path, PathBuf};
+
+/// The root element every configuration file must have (in any namespace or none).
+pub const ROOT_ELEMENT: &str = "ConfigurationFile";
+
+#[derive(Debug, Clone)]
+pub struct RawAttr {
+    pub name: String,
+    pub value: String,
+    pub loc: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawElement {
+    pub name: String,
+    pub loc: Location,
+    pub attrs: Vec<RawAttr>,
+    pub children: Vec<RawElement>,
+}
+
+impl RawElement {
+    pub fn attr(&self, name: &str) -> Option<&RawAttr> {
+        self.attrs.iter().find(|a| a.name == name)
+    }
+
+    pub fn origin(&self) -> Option<Origin> {
+        Some(Origin::File(self.loc.clone()))
+    }
+}
+
+/// Lists the `*.xml` files under `root`, recursively, sorted by path.
+pub fn find_xml_files(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        Some(Origin::File(Location::file_only(&dir))),
+                        format!("cannot read the XML configuration folder: {e}"),
+                    )
+                    .hint("set XmlConfigurationPath in the settings file to the folder that holds the XML configuration"),
+                );
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // Follow symbolic links: configuration is often mounted that way.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Parses one file. Problems go to `diags`; a file that cannot be parsed yields no elements.
+pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> Vec<RawElement> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                Some(Origin::File(Location::file_only(path))),
+                format!("cannot read file: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let text = match decode(&bytes) {
+        Some(t) => t,
+        None => {
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::File(Location::file_only(path))),
+                    "the file is not valid UTF-8 or UTF-16 text",
+                )
+                .hint("save the XML file as UTF-8"),
+            );
+            return Vec::new();
+        }
+    };
+    parse_text(path, &text, diags)
+}
+
+fn decode(bytes: &[u8]) -> Option<String> {
+    if let Some((enc, bom_len)) = encoding_rs::Encoding::for_bom(bytes) {
+        let (text, had_errors) = enc.decode_without_bom_handling(&bytes[bom_len..]);
+        return (!had_errors).then(|| text.into_owned());
+    }
+    std::str::from_utf8(bytes).ok().map(str::to_string)
+}
+
+pub fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<RawElement> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        ..Default::default()
+    };
+    let doc = match roxmltree::Document::parse_with_options(text, options) {
+        Ok(d) => d,
+        Err(e) => {
+            let pos = e.pos();
+            let (message, hint) = match e {
+                roxmltree::Error::DtdDetected => (
+                    "DTD and entity declarations are not allowed in configuration files".to_string(),
+                    "remove the <!DOCTYPE ...> declaration; entities are never expanded",
+                ),
+                other => (
+                    format!("the file is not well-formed XML: {other}"),
+                    "fix the XML syntax at this position",
+                ),
+            };
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::File(Location::new(path, pos.row, pos.col))),
+                    message,
+                )
+                .hint(hint),
+            );
+            return Vec::new();
+        }
+    };
+    let root = doc.root_element();
+    if root.tag_name().name() != ROOT_ELEMENT {
+        let pos = doc.text_pos_at(root.range().start);
+        diags.push(
+            Diagnostic::error(
+                Some(Origin::File(Location::new(path, pos.row, pos.col))),
+                format!(
+                    "the root element is <{}>, expected <{ROOT_ELEMENT}>",
+                    root.tag_name().name()
+                ),
+            )
+            .hint(format!(
+                "wrap the configuration in <{ROOT_ELEMENT}> ... </{ROOT_ELEMENT}>"
+            )),
+        );
+        return Vec::new();
+    }
+    root.children()
+        .filter(|n| n.is_element())
+        .map(|n| convert(&doc, path, n))
+        .collect()
+}
+
+fn convert(doc: &roxmltree::Document, path: &Path, node: roxmltree::Node) -> RawElement {
+    let pos = doc.text_pos_at(node.range().start);
+    let attrs = node
+        .attributes()
+        .map(|a| {
+            let apos = doc.text_pos_at(a.range().start);
+            RawAttr {
+                name: a.name().to_string(),
+                value: a.value().to_string(),
+                loc: Location::new(path, apos.row, apos.col),
+            }
+        })
+        .collect();
+    let children = node
+        .children()
+        .filter(|n| n.is_element())
+        .map(|n| convert(doc, path, n))
+        .collect();
+    RawElement {
+        name: node.tag_name().name().to_string(),
+        loc: Location::new(path, pos.row, pos.col),
+        attrs,
+        children,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaced_root_and_positions() {
+        let mut d = Diagnostics::default();
+        let xml = "<?xml version=\"1.0\"?>\n<ConfigurationFile xmlns=\"urn:x\">\n  <Connector Identifier=\"HR\"/>\n</ConfigurationFile>";
+        let els = parse_text(Path::new("a.xml"), xml, &mut d);
+        assert!(!d.has_errors());
+        assert_eq!(els.len(), 1);
+        assert_eq!(els[0].name, "Connector");
+        assert_eq!((els[0].loc.line, els[0].loc.column), (3, 3));
+        let a = els[0].attr("Identifier").map(|a| (a.loc.line, a.loc.column));
+        assert_eq!(a, Some((3, 14)));
+    }
+
+    #[test]
+    fn dtd_is_refused() {
+        let mut d = Diagnostics::default();
+        let xml = "<!DOCTYPE x [<!ENTITY a \"b\">]>\n<ConfigurationFile/>";
+        let els = parse_text(Path::new("a.xml"), xml, &mut d);
+        assert!(els.is_empty());
+        assert!(d.0[0].message.contains("DTD"), "{:?}", d.0);
+    }
+}

@@ -1,0 +1,287 @@
+//! The file side of the row sink: one writer thread per connection table, writing
+//! `<name>.csv.partial` in the output folder. `publish` renames every finished table of the export
+//! to its final name and fsyncs the folder; `abandon` removes the partial files. Nothing else ever
+//! creates or replaces a file under a final name.
+
+use crate::fsutil::{PARTIAL_SUFFIX, fsync_dir, partial_path};
+use crate::packages::sink::{Batch, CHANNEL_BATCHES, TableOpener};
+use crate::packages::{SinkError, TableStats, TableWriter};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Live counters an observer (a progress bar) may read while an export runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub rows: AtomicU64,
+    pub bytes: AtomicU64,
+    pub table: Mutex<String>,
+}
+
+/// A finished table, ready to publish.
+#[derive(Debug, Clone)]
+pub struct FinishedTable {
+    pub stats: TableStats,
+    pub duration: Duration,
+}
+
+enum TableState {
+    Writing,
+    Finished(FinishedTable),
+    Failed,
+}
+
+struct OpenTable {
+    file: String,
+    final_path: PathBuf,
+    partial: PathBuf,
+    state: Arc<Mutex<TableState>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The output of one connection's export.
+pub struct CsvOutput {
+    dir: PathBuf,
+    connection: String,
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+    tables: Mutex<Vec<OpenTable>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A writer thread that panicked leaves its data consistent enough to read the state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts the bytes that reach the file.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+    progress: Arc<Progress>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl CsvOutput {
+    pub fn new(dir: &Path, connection: &str, cancel: CancellationToken, progress: Arc<Progress>) -> Self {
+        CsvOutput {
+            dir: dir.to_path_buf(),
+            connection: connection.to_string(),
+            cancel,
+            progress,
+            tables: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Removes partial files of this connection left by an earlier run that crashed.
+    pub fn remove_stale_partials(dir: &Path, connection: &str) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return removed;
+        };
+        let single = format!("{connection}.csv{PARTIAL_SUFFIX}").to_ascii_lowercase();
+        let prefix = format!("{connection}_").to_ascii_lowercase();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_ascii_lowercase();
+            if (name == single || (name.starts_with(&prefix) && name.ends_with(&format!(".csv{PARTIAL_SUFFIX}"))))
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed.push(e.path());
+            }
+        }
+        removed
+    }
+
+    /// Waits for every writer thread to end.
+    fn join_all(&self) {
+        let threads: Vec<JoinHandle<()>> = lock(&self.tables).iter_mut().filter_map(|t| t.thread.take()).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Publishes every table: each must be finished. Renames them all, then fsyncs the folder.
+    pub fn publish(&self) -> Result<Vec<FinishedTable>, SinkError> {
+        self.join_all();
+        let tables = lock(&self.tables);
+        let mut done = Vec::new();
+        for t in tables.iter() {
+            match &*lock(&t.state) {
+                TableState::Finished(f) => done.push((t, f.clone())),
+                _ => {
+                    return Err(SinkError::Write {
+                        file: t.file.clone(),
+                        message: "the table was not finished".into(),
+                    });
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (t, f) in done {
+            std::fs::rename(&t.partial, &t.final_path).map_err(|e| SinkError::Write {
+                file: t.file.clone(),
+                message: format!("cannot rename {} to its final name: {e}", t.partial.display()),
+            })?;
+            out.push(f);
+        }
+        if !out.is_empty() {
+            fsync_dir(&self.dir).map_err(|e| SinkError::Write {
+                file: self.dir.display().to_string(),
+                message: format!("cannot sync the folder: {e}"),
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Abandons the export: waits for the writers and removes every partial file.
+    pub fn abandon(&self) {
+        self.join_all();
+        for t in lock(&self.tables).iter() {
+            let _ = std::fs::remove_file(&t.partial);
+        }
+    }
+}
+
+impl TableOpener for CsvOutput {
+    fn open(&self, table: Option<&str>, columns: Vec<String>) -> Result<TableWriter, SinkError> {
+        if self.cancel.is_cancelled() {
+            return Err(SinkError::Cancelled);
+        }
+        let file = match table {
+            None => format!("{}.csv", self.connection),
+            Some(t) => format!("{}_{t}.csv", self.connection),
+        };
+        let mut tables = lock(&self.tables);
+        if tables.iter().any(|t| t.file.eq_ignore_ascii_case(&file)) {
+            return Err(SinkError::DuplicateTable(file));
+        }
+        let final_path = self.dir.join(&file);
+        let partial = partial_path(&final_path);
+        let werr = |e: std::io::Error| SinkError::Write {
+            file: file.clone(),
+            message: e.to_string(),
+        };
+        let f = File::create(&partial).map_err(werr)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let (done_tx, done_rx) = oneshot::channel();
+        let state = Arc::new(Mutex::new(TableState::Writing));
+        *lock(&self.progress.table) = file.clone();
+        let job = WriterJob {
+            file: file.clone(),
+            partial: partial.clone(),
+            columns: columns.clone(),
+            state: state.clone(),
+            progress: self.progress.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("csv-{file}"))
+            .spawn(move || job.run(f, rx, done_tx))
+            .map_err(werr)?;
+        tables.push(OpenTable {
+            file: file.clone(),
+            final_path,
+            partial,
+            state,
+            thread: Some(thread),
+        });
+        Ok(TableWriter::new(file, columns.len(), tx, done_rx, self.cancel.clone()))
+    }
+}
+
+struct WriterJob {
+    file: String,
+    partial: PathBuf,
+    columns: Vec<String>,
+    state: Arc<Mutex<TableState>>,
+    progress: Arc<Progress>,
+}
+
+impl WriterJob {
+    fn run(self, f: File, mut rx: mpsc::Receiver<Batch>, done: oneshot::Sender<Result<TableStats, SinkError>>) {
+        let started = Instant::now();
+        let result = self.write(f, &mut rx, started);
+        let (state, reply) = match result {
+            Ok(Some(finished)) => {
+                let stats = finished.stats.clone();
+                (TableState::Finished(finished), Ok(stats))
+            }
+            Ok(None) => (TableState::Failed, Err(SinkError::Cancelled)),
+            Err(e) => (TableState::Failed, Err(e)),
+        };
+        if matches!(state, TableState::Failed) {
+            // Stop the sender and remove what was written.
+            drop(rx);
+            let _ = std::fs::remove_file(&self.partial);
+        }
+        *lock(&self.state) = state;
+        let _ = done.send(reply);
+    }
+
+    /// `Ok(None)` when the table was abandoned (the sender went away without finishing).
+    fn write(&self, f: File, rx: &mut mpsc::Receiver<Batch>, started: Instant) -> Result<Option<FinishedTable>, SinkError> {
+        let werr = |e: std::io::Error| SinkError::Write {
+            file: self.file.clone(),
+            message: e.to_string(),
+        };
+        let counting = Counting {
+            inner: BufWriter::with_capacity(256 * 1024, f),
+            bytes: 0,
+            progress: self.progress.clone(),
+        };
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .quote_style(csv::QuoteStyle::Necessary)
+            .from_writer(counting);
+        let cerr = |e: csv::Error| SinkError::Write {
+            file: self.file.clone(),
+            message: e.to_string(),
+        };
+        w.write_record(&self.columns).map_err(cerr)?;
+        let mut rows = 0u64;
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Batch::Rows(batch) => {
+                    let mut fields: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+                    for row in &batch {
+                        fields.clear();
+                        fields.extend(row.iter().map(|v| v.to_text()));
+                        w.write_record(fields.iter().map(|f| f.as_bytes())).map_err(cerr)?;
+                    }
+                    rows += batch.len() as u64;
+                    self.progress.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+                Batch::Finish => {
+                    let counting = w.into_inner().map_err(|e| werr(e.into_error()))?;
+                    let bytes = counting.bytes;
+                    let file = counting.inner.into_inner().map_err(|e| werr(e.into_error()))?;
+                    file.sync_all().map_err(werr)?;
+                    return Ok(Some(FinishedTable {
+                        stats: TableStats {
+                            file: self.file.clone(),
+                            rows,
+                            bytes,
+                        },
+                        duration: started.elapsed(),
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

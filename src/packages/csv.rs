@@ -1,0 +1,450 @@
+//! The `Csv` package: a delimited text file, re-written as a UTF-8, comma-separated connection table.
+
+use super::spec::{Section, SettingKind, SettingSpec, Settings};
+use super::value::Value;
+use super::{
+    Category, ConnectionRef, ExportMode, ExportOutcome, Package, PackageError, PackageInfo,
+    Problem, RowSink, TestReport, run_blocking,
+};
+use crate::schema::{KeyType, Schema, SchemaColumn, SchemaTable, ValueType};
+use async_trait::async_trait;
+use chrono::Utc;
+use encoding_rs::Encoding;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+pub struct CsvPackage;
+
+const SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        name: "Path",
+        section: Section::General,
+        kind: SettingKind::Path,
+        default: None,
+        required: false,
+        secured: false,
+        description: "The file read by a complete export. Path or PathIncremental is required.",
+    },
+    SettingSpec {
+        name: "PathIncremental",
+        section: Section::General,
+        kind: SettingKind::Path,
+        default: None,
+        required: false,
+        secured: false,
+        description: "The file read by an incremental export.",
+    },
+    SettingSpec {
+        name: "IsFileNameRegex",
+        section: Section::Additional,
+        kind: SettingKind::Boolean,
+        default: Some("false"),
+        required: false,
+        secured: false,
+        description: "The file name part of Path/PathIncremental is a regular expression; the newest matching file is read.",
+    },
+    SettingSpec {
+        name: "Separator",
+        section: Section::Additional,
+        kind: SettingKind::Text,
+        default: Some(","),
+        required: false,
+        secured: false,
+        description: "The input's field separator, one character. Output is always comma-separated.",
+    },
+    SettingSpec {
+        name: "Encoding",
+        section: Section::Additional,
+        kind: SettingKind::Text,
+        default: Some("UTF-8"),
+        required: false,
+        secured: false,
+        description: "The input's encoding (UTF-8, UTF-16LE, UTF-16BE, Windows-1252, ISO-8859-1, ...). A byte-order mark wins.",
+    },
+    SettingSpec {
+        name: "NumberOfLinesToSkip",
+        section: Section::Additional,
+        kind: SettingKind::Integer,
+        default: Some("0"),
+        required: false,
+        secured: false,
+        description: "Lines to skip before the header line.",
+    },
+    SettingSpec {
+        name: "ValuesToTrim",
+        section: Section::Additional,
+        kind: SettingKind::TextList,
+        default: None,
+        required: false,
+        secured: false,
+        description: "Strings trimmed from both ends of headers and values, one after the other, in order.",
+    },
+];
+
+static INFO: PackageInfo = PackageInfo {
+    id: "Csv",
+    aliases: &["Usercube.CSV@0000001", "Usercube.CSV.Complete@0000001", "CSV"],
+    category: Category::File,
+    description: "Delimited text file",
+    has_incremental: true,
+    settings: SETTINGS,
+};
+
+/// Resolves an encoding name, accepting .NET names beside the WHATWG labels.
+pub fn encoding_for(name: &str) -> Option<&'static Encoding> {
+    let n = name.trim();
+    let dotnet = match n.to_ascii_lowercase().as_str() {
+        "unicode" | "utf-16" | "utf16" => Some(encoding_rs::UTF_16LE),
+        "bigendianunicode" | "utf16be" => Some(encoding_rs::UTF_16BE),
+        "utf8" => Some(encoding_rs::UTF_8),
+        "latin1" | "latin-1" => Some(encoding_rs::WINDOWS_1252),
+        _ => None,
+    };
+    dotnet.or_else(|| Encoding::for_label(n.as_bytes()))
+}
+
+fn separator(settings: &Settings) -> Result<u8, Problem> {
+    let s = settings.text("Separator").unwrap_or(",");
+    let s = if s.eq_ignore_ascii_case("\\t") || s.eq_ignore_ascii_case("tab") { "\t" } else { s };
+    match s.as_bytes() {
+        [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Ok(*b),
+        _ => Err(Problem::new(
+            Some("Separator"),
+            format!("Separator must be one ASCII character other than a quote or a line break, not {s:?}"),
+            "use for example \",\", \";\", \"|\" or \"\\t\"",
+        )),
+    }
+}
+
+/// The file a mode reads: `Ok(None)` when the mode has no path configured.
+fn path_setting(mode: ExportMode) -> &'static str {
+    match mode {
+        ExportMode::Complete => "Path",
+        ExportMode::Incremental => "PathIncremental",
+    }
+}
+
+/// Picks the file for a configured path: itself, or the newest file whose name matches the regex.
+fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBuf, PackageError> {
+    if !settings.boolean("IsFileNameRegex") {
+        if !path.is_file() {
+            return Err(PackageError::config(format!(
+                "{setting}: the file {} does not exist",
+                path.display()
+            )));
+        }
+        return Ok(path.to_path_buf());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let pattern = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| PackageError::config(format!("{setting}: the file name is not a valid regular expression: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| PackageError::config(format!("{setting}: cannot list {}: {e}", dir.display())))?;
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !re.is_match(&name) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let when = meta.created().or_else(|_| meta.modified()).unwrap_or(std::time::UNIX_EPOCH);
+        let p = entry.path();
+        if best.as_ref().is_none_or(|(t, bp)| (when, &p) > (*t, bp)) {
+            best = Some((when, p));
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        PackageError::config(format!(
+            "{setting}: no file in {} matches the regular expression {pattern:?}",
+            dir.display()
+        ))
+    })
+}
+
+fn trim<'a>(mut s: &'a str, trims: &[String]) -> &'a str {
+    for t in trims.iter().filter(|t| !t.is_empty()) {
+        while let Some(rest) = s.strip_prefix(t.as_str()) {
+            s = rest;
+        }
+        while let Some(rest) = s.strip_suffix(t.as_str()) {
+            s = rest;
+        }
+    }
+    s
+}
+
+/// An open input file: its header (kept columns) and a record reader.
+struct Input {
+    file: PathBuf,
+    /// (index in the input record, header name)
+    columns: Vec<(usize, String)>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+}
+
+fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError> {
+    let sep = separator(settings).map_err(|p| PackageError::config(p.message))?;
+    let enc_name = settings.text("Encoding").unwrap_or("UTF-8");
+    let enc = encoding_for(enc_name)
+        .ok_or_else(|| PackageError::config(format!("unknown Encoding {enc_name:?}")))?;
+    let f = std::fs::File::open(&file)
+        .map_err(|e| PackageError::source(format!("cannot open {}: {e}", file.display())))?;
+    // Decodes to UTF-8 as it reads; a byte-order mark overrides the configured encoding.
+    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+        .encoding(Some(enc))
+        .bom_override(true)
+        .build(f);
+    let mut buffered = BufReader::with_capacity(64 * 1024, decoded);
+    let skip = settings.integer("NumberOfLinesToSkip").unwrap_or(0).max(0);
+    let mut line = Vec::new();
+    for n in 0..skip {
+        line.clear();
+        let read = buffered
+            .read_until(b'\n', &mut line)
+            .map_err(|e| PackageError::source(format!("{}: {e}", file.display())))?;
+        if read == 0 {
+            return Err(PackageError::source(format!(
+                "{}: the file has only {n} lines, but NumberOfLinesToSkip is {skip}",
+                file.display()
+            )));
+        }
+    }
+    let boxed: Box<dyn Read + Send> = Box::new(buffered);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(boxed);
+    let headers = reader
+        .headers()
+        .map_err(|e| PackageError::source(format!("{}: cannot read the header line: {e}", file.display())))?
+        .clone();
+    let trims = settings.list("ValuesToTrim");
+    let mut columns: Vec<(usize, String)> = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        let h = trim(h.trim_start_matches('\u{feff}'), trims).trim();
+        if h.is_empty() {
+            continue; // columns without a header are dropped
+        }
+        if let Some((j, _)) = columns.iter().find(|(_, c)| c == h) {
+            return Err(PackageError::source(format!(
+                "{}: the header names column {h:?} twice (columns {} and {}); rename one",
+                file.display(),
+                j + 1,
+                i + 1
+            )));
+        }
+        columns.push((i, h.to_string()));
+    }
+    if columns.is_empty() {
+        return Err(PackageError::source(format!(
+            "{}: the header line has no column names (is Separator {:?} right?)",
+            file.display(),
+            sep as char
+        )));
+    }
+    Ok(Input { file, columns, reader })
+}
+
+impl CsvPackage {
+    fn input_for(conn: &ConnectionRef, mode: ExportMode) -> Result<Option<Input>, PackageError> {
+        let setting = path_setting(mode);
+        let Some(path) = conn.settings.path(setting) else {
+            return Ok(None);
+        };
+        let file = select_file(&conn.settings, setting, &path)?;
+        open_input(&conn.settings, file).map(Some)
+    }
+
+    /// The input for test/discover: the complete file, else the incremental one.
+    fn any_input(conn: &ConnectionRef) -> Result<Input, PackageError> {
+        for mode in [ExportMode::Complete, ExportMode::Incremental] {
+            if let Some(i) = Self::input_for(conn, mode)? {
+                return Ok(i);
+            }
+        }
+        Err(PackageError::config("neither Path nor PathIncremental is set"))
+    }
+}
+
+#[async_trait]
+impl Package for CsvPackage {
+    fn info(&self) -> &'static PackageInfo {
+        &INFO
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if settings.non_empty("Path").is_none() && settings.non_empty("PathIncremental").is_none() {
+            problems.push(Problem::new(
+                Some("Path"),
+                "neither Path nor PathIncremental is set",
+                "set Path to the file read by complete exports (and PathIncremental for incremental ones)",
+            ));
+        }
+        if let Err(p) = separator(settings) {
+            problems.push(p);
+        }
+        if let Some(e) = settings.text("Encoding")
+            && encoding_for(e).is_none()
+        {
+            problems.push(Problem::new(
+                Some("Encoding"),
+                format!("unknown Encoding {e:?}"),
+                "use UTF-8, UTF-16LE, UTF-16BE, Windows-1252 or ISO-8859-1 (WHATWG encoding labels are accepted)",
+            ));
+        }
+        if settings.integer("NumberOfLinesToSkip").is_some_and(|n| n < 0) {
+            problems.push(Problem::new(
+                Some("NumberOfLinesToSkip"),
+                "NumberOfLinesToSkip cannot be negative",
+                "use 0 or a positive number of lines",
+            ));
+        }
+        for setting in ["Path", "PathIncremental"] {
+            let Some(path) = settings.path(setting) else { continue };
+            if settings.boolean("IsFileNameRegex") {
+                let name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                if let Err(e) = regex::Regex::new(&name) {
+                    problems.push(Problem::new(
+                        Some(if setting == "Path" { "Path" } else { "PathIncremental" }),
+                        format!("the file name {name:?} is not a valid regular expression: {e}"),
+                        "fix the regular expression, or set IsFileNameRegex to false",
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    fn source_paths(&self, settings: &Settings) -> Vec<(&'static str, PathBuf)> {
+        let regex = settings.boolean("IsFileNameRegex");
+        ["Path", "PathIncremental"]
+            .into_iter()
+            .filter_map(|s| {
+                let p = settings.path(s)?;
+                let p = if regex { p.parent().map(Path::to_path_buf)? } else { p };
+                Some((if s == "Path" { "Path" } else { "PathIncremental" }, p))
+            })
+            .collect()
+    }
+
+    async fn test(&self, conn: &ConnectionRef) -> Result<TestReport, PackageError> {
+        let conn = conn.clone();
+        run_blocking(move || {
+            let mut checks = Vec::new();
+            for mode in [ExportMode::Complete, ExportMode::Incremental] {
+                if let Some(input) = Self::input_for(&conn, mode)? {
+                    checks.push(format!(
+                        "{}: {} is readable, {} columns: {}",
+                        path_setting(mode),
+                        input.file.display(),
+                        input.columns.len(),
+                        input.columns.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+            if checks.is_empty() {
+                return Err(PackageError::config("neither Path nor PathIncremental is set"));
+            }
+            Ok(TestReport { checks })
+        })
+        .await
+    }
+
+    async fn discover(&self, conn: &ConnectionRef) -> Result<Schema, PackageError> {
+        let conn = conn.clone();
+        run_blocking(move || {
+            let input = Self::any_input(&conn)?;
+            Ok(Schema {
+                connection: conn.identifier.to_string(),
+                package: INFO.id.to_string(),
+                discovered_at: Utc::now(),
+                tables: vec![SchemaTable {
+                    name: conn.identifier.to_string(),
+                    source: input.file.display().to_string(),
+                    columns: input
+                        .columns
+                        .iter()
+                        .map(|(_, name)| SchemaColumn {
+                            name: name.clone(),
+                            value_type: ValueType::String,
+                            key_type: KeyType::None,
+                            multivalued: false,
+                            nullable: None,
+                            source_type: None,
+                        })
+                        .collect(),
+                }],
+            })
+        })
+        .await
+    }
+
+    async fn export(&self, conn: &ConnectionRef, mode: ExportMode, sink: RowSink) -> Result<ExportOutcome, PackageError> {
+        let conn = conn.clone();
+        run_blocking(move || {
+            let Some(mut input) = Self::input_for(&conn, mode)? else {
+                let (missing, other) = match mode {
+                    ExportMode::Complete => ("Path", "run an incremental export, or set Path"),
+                    ExportMode::Incremental => ("PathIncremental", "run a complete export (--complete), or set PathIncremental"),
+                };
+                return Ok(ExportOutcome::NotRun {
+                    reason: format!(
+                        "a {} export was asked for, but {missing} is not set; feeding the other file could make the synchronization delete or duplicate data: {other}",
+                        match mode { ExportMode::Complete => "complete", ExportMode::Incremental => "incremental" }
+                    ),
+                });
+            };
+            let trims = conn.settings.list("ValuesToTrim").to_vec();
+            let names = input.columns.iter().map(|(_, n)| n.clone()).collect();
+            let mut writer = sink.table(None, names)?;
+            let mut record = csv::StringRecord::new();
+            loop {
+                match input.reader.read_record(&mut record) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        return Err(PackageError::source(format!("{}: {e}", input.file.display())));
+                    }
+                }
+                let row = input
+                    .columns
+                    .iter()
+                    .map(|(i, _)| match record.get(*i).map(|v| trim(v, &trims)) {
+                        None | Some("") => Value::Null,
+                        Some(v) => Value::Text(v.to_string()),
+                    })
+                    .collect();
+                writer.push_blocking(row)?;
+            }
+            writer.finish_blocking()?;
+            Ok(ExportOutcome::Exported)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_in_order() {
+        let t = vec!["$".to_string(), "%".to_string()];
+        assert_eq!(trim("$%I am an example$%", &t), "I am an example$");
+    }
+
+    #[test]
+    fn encodings_by_name() {
+        assert_eq!(encoding_for("UTF-8"), Some(encoding_rs::UTF_8));
+        assert_eq!(encoding_for("Unicode"), Some(encoding_rs::UTF_16LE));
+        assert_eq!(encoding_for("utf-16be"), Some(encoding_rs::UTF_16BE));
+        assert_eq!(encoding_for("ISO-8859-1"), Some(encoding_rs::WINDOWS_1252));
+        assert_eq!(encoding_for("Windows-1252"), Some(encoding_rs::WINDOWS_1252));
+        assert_eq!(encoding_for("klingon"), None);
+    }
+}

@@ -1,0 +1,360 @@
+//! Package settings: the declaration each package makes (its spec), and the typed values that a
+//! validated connection carries. One declaration drives validation, redaction and the settings
+//! form a central UI draws.
+
+use super::connstr::ConnectionString;
+use crate::secret::{NOT_SET_MARKER, Redactor, SET_MARKER, Secret};
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Section {
+    General,
+    Additional,
+    Advanced,
+    Relay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "values")]
+pub enum SettingKind {
+    Text,
+    Integer,
+    Boolean,
+    /// A list of strings (a JSON array; one string is taken as a list of one).
+    TextList,
+    /// A file path, resolved against the settings file's folder.
+    Path,
+    /// One of the listed words, compared case-insensitively.
+    Choice(&'static [&'static str]),
+    /// An ADO.NET connection string; its password parts are secret.
+    ConnectionString,
+    /// A structured value (list of objects) that the package checks itself.
+    Structured,
+}
+
+impl SettingKind {
+    pub fn describe(&self) -> String {
+        match self {
+            SettingKind::Text => "text".into(),
+            SettingKind::Integer => "an integer".into(),
+            SettingKind::Boolean => "true or false".into(),
+            SettingKind::TextList => "a list of strings".into(),
+            SettingKind::Path => "a file path".into(),
+            SettingKind::Choice(words) => format!("one of {}", words.join(", ")),
+            SettingKind::ConnectionString => "a connection string (key=value;...)".into(),
+            SettingKind::Structured => "a list of objects".into(),
+        }
+    }
+}
+
+/// One setting a package understands.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingSpec {
+    pub name: &'static str,
+    pub section: Section,
+    pub kind: SettingKind,
+    pub default: Option<&'static str>,
+    pub required: bool,
+    /// Write-only: the value is never shown, logged or returned.
+    pub secured: bool,
+    pub description: &'static str,
+}
+
+/// A typed setting value.
+#[derive(Clone)]
+pub enum SettingValue {
+    Text(String),
+    Integer(i64),
+    Boolean(bool),
+    TextList(Vec<String>),
+    ConnectionString(ConnectionString),
+    Structured(serde_json::Value),
+    Secret(Secret),
+}
+
+impl fmt::Debug for SettingValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SettingValue::Text(s) => write!(f, "Text({s:?})"),
+            SettingValue::Integer(i) => write!(f, "Integer({i})"),
+            SettingValue::Boolean(b) => write!(f, "Boolean({b})"),
+            SettingValue::TextList(l) => write!(f, "TextList({l:?})"),
+            SettingValue::ConnectionString(c) => c.fmt(f),
+            SettingValue::Structured(v) => write!(f, "Structured({v})"),
+            SettingValue::Secret(s) => s.fmt(f),
+        }
+    }
+}
+
+/// Converts a raw JSON value to the spec's type. Errors never contain a secured value.
+pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValue, String> {
+    use serde_json::Value as J;
+    let wrong = || {
+        if spec.secured {
+            format!("expected {}", spec.kind.describe())
+        } else {
+            format!("expected {}, found {}", spec.kind.describe(), short(raw))
+        }
+    };
+    if spec.secured {
+        return match raw {
+            J::String(s) => Ok(SettingValue::Secret(Secret::new(s.clone()))),
+            J::Number(n) => Ok(SettingValue::Secret(Secret::new(n.to_string()))),
+            _ => Err(wrong()),
+        };
+    }
+    match spec.kind {
+        SettingKind::Text | SettingKind::Path => match raw {
+            J::String(s) => Ok(SettingValue::Text(s.clone())),
+            J::Number(n) => Ok(SettingValue::Text(n.to_string())),
+            _ => Err(wrong()),
+        },
+        SettingKind::Integer => match raw {
+            J::Number(n) => n.as_i64().map(SettingValue::Integer).ok_or_else(wrong),
+            J::String(s) => s.trim().parse().map(SettingValue::Integer).map_err(|_| wrong()),
+            _ => Err(wrong()),
+        },
+        SettingKind::Boolean => match raw {
+            J::Bool(b) => Ok(SettingValue::Boolean(*b)),
+            J::String(s) if s.eq_ignore_ascii_case("true") => Ok(SettingValue::Boolean(true)),
+            J::String(s) if s.eq_ignore_ascii_case("false") => Ok(SettingValue::Boolean(false)),
+            _ => Err(wrong()),
+        },
+        SettingKind::TextList => match raw {
+            J::String(s) => Ok(SettingValue::TextList(vec![s.clone()])),
+            J::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    J::String(s) => Ok(s.clone()),
+                    _ => Err(wrong()),
+                })
+                .collect::<Result<_, _>>()
+                .map(SettingValue::TextList),
+            // An environment override of item N arrives as an object keyed by index.
+            J::Object(m) if m.keys().all(|k| k.parse::<usize>().is_ok()) => {
+                let mut items: Vec<(usize, String)> = Vec::new();
+                for (k, v) in m {
+                    let (Ok(i), J::String(s)) = (k.parse::<usize>(), v) else {
+                        return Err(wrong());
+                    };
+                    items.push((i, s.clone()));
+                }
+                items.sort();
+                Ok(SettingValue::TextList(items.into_iter().map(|(_, s)| s).collect()))
+            }
+            _ => Err(wrong()),
+        },
+        SettingKind::Choice(words) => match raw {
+            J::String(s) => words
+                .iter()
+                .find(|w| w.eq_ignore_ascii_case(s.trim()))
+                .map(|w| SettingValue::Text((*w).to_string()))
+                .ok_or_else(wrong),
+            _ => Err(wrong()),
+        },
+        SettingKind::ConnectionString => match raw {
+            J::String(s) => ConnectionString::parse(s).map(SettingValue::ConnectionString),
+            _ => Err(wrong()),
+        },
+        SettingKind::Structured => match raw {
+            J::Array(_) | J::Object(_) => Ok(SettingValue::Structured(raw.clone())),
+            _ => Err(wrong()),
+        },
+    }
+}
+
+fn short(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        format!("{}...", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    spec: &'static SettingSpec,
+    value: Option<SettingValue>,
+    /// True when the value is the spec's default, not written in the settings.
+    defaulted: bool,
+}
+
+/// The validated settings of one connection, by spec name (case-insensitive look-up).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    entries: Vec<Entry>,
+    base_dir: PathBuf,
+}
+
+/// How one setting is shown to a person: never a secured value.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShownSetting {
+    pub name: &'static str,
+    pub section: Section,
+    pub secured: bool,
+    pub is_set: bool,
+    pub is_default: bool,
+    pub shown: String,
+}
+
+impl Settings {
+    /// Settings from typed values (unset names get the spec's default, if any).
+    pub fn new(
+        spec: &'static [SettingSpec],
+        mut values: Vec<(&'static str, SettingValue)>,
+        base_dir: &Path,
+    ) -> Self {
+        let entries = spec
+            .iter()
+            .map(|s| {
+                let given = values
+                    .iter()
+                    .position(|(n, _)| n.eq_ignore_ascii_case(s.name))
+                    .map(|i| values.swap_remove(i).1);
+                let defaulted = given.is_none();
+                let value = given.or_else(|| {
+                    s.default
+                        .and_then(|d| coerce(s, &serde_json::Value::String(d.into())).ok())
+                });
+                Entry {
+                    spec: s,
+                    value,
+                    defaulted,
+                }
+            })
+            .collect();
+        Settings {
+            entries,
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    fn value(&self, name: &str) -> Option<&SettingValue> {
+        self.entries
+            .iter()
+            .find(|e| e.spec.name.eq_ignore_ascii_case(name))
+            .and_then(|e| e.value.as_ref())
+    }
+
+    /// Whether the setting was written (not only defaulted).
+    pub fn is_given(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.spec.name.eq_ignore_ascii_case(name) && !e.defaulted && e.value.is_some())
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.value(name)? {
+            SettingValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A non-empty text setting.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.text(name).filter(|s| !s.trim().is_empty())
+    }
+
+    pub fn integer(&self, name: &str) -> Option<i64> {
+        match self.value(name)? {
+            SettingValue::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn boolean(&self, name: &str) -> bool {
+        matches!(self.value(name), Some(SettingValue::Boolean(true)))
+    }
+
+    pub fn list(&self, name: &str) -> &[String] {
+        match self.value(name) {
+            Some(SettingValue::TextList(l)) => l,
+            _ => &[],
+        }
+    }
+
+    pub fn structured(&self, name: &str) -> Option<&serde_json::Value> {
+        match self.value(name)? {
+            SettingValue::Structured(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn connection_string(&self, name: &str) -> Option<&ConnectionString> {
+        match self.value(name)? {
+            SettingValue::ConnectionString(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn secret(&self, name: &str) -> Option<&Secret> {
+        match self.value(name)? {
+            SettingValue::Secret(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A path setting resolved against the settings file's folder.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        self.non_empty(name).map(|p| self.resolve(p))
+    }
+
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// Every secret these settings hold, to mask in text from elsewhere.
+    pub fn redactor(&self) -> Redactor {
+        let mut r = Redactor::new();
+        for e in &self.entries {
+            match &e.value {
+                Some(SettingValue::Secret(s)) => r.add(s),
+                Some(SettingValue::ConnectionString(c)) => c.secrets().for_each(|s| r.add(s)),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// Every setting as a person may see it.
+    pub fn shown(&self) -> Vec<ShownSetting> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let shown = match &e.value {
+                    None if e.spec.secured => NOT_SET_MARKER.to_string(),
+                    None => String::new(),
+                    Some(SettingValue::Secret(_)) => SET_MARKER.to_string(),
+                    Some(SettingValue::Text(s)) => s.clone(),
+                    Some(SettingValue::Integer(i)) => i.to_string(),
+                    Some(SettingValue::Boolean(b)) => b.to_string(),
+                    Some(SettingValue::TextList(l)) => {
+                        serde_json::to_string(l).unwrap_or_default()
+                    }
+                    Some(SettingValue::ConnectionString(c)) => c.redacted(),
+                    Some(SettingValue::Structured(v)) => v.to_string(),
+                };
+                ShownSetting {
+                    name: e.spec.name,
+                    section: e.spec.section,
+                    secured: e.spec.secured,
+                    is_set: e.value.is_some() && !e.defaulted,
+                    is_default: e.defaulted && e.value.is_some(),
+                    shown,
+                }
+            })
+            .collect()
+    }
+}

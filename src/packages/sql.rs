@@ -1,0 +1,198 @@
+//! What the SQL-family packages share: the query settings (`SqlCommand`, `SqlFile`, `Tables`) and
+//! how they turn into connection tables.
+
+use super::spec::{Section, SettingKind, SettingSpec, Settings};
+use super::{PackageError, Problem};
+use std::collections::HashSet;
+
+pub const SQL_COMMAND: SettingSpec = SettingSpec {
+    name: "SqlCommand",
+    section: Section::General,
+    kind: SettingKind::Text,
+    default: None,
+    required: false,
+    secured: false,
+    description: "Query whose result is exported to <connection>.csv. Wins over SqlFile.",
+};
+pub const SQL_FILE: SettingSpec = SettingSpec {
+    name: "SqlFile",
+    section: Section::General,
+    kind: SettingKind::Path,
+    default: None,
+    required: false,
+    secured: false,
+    description: "File holding the query for <connection>.csv (used when SqlCommand is not set).",
+};
+pub const TABLES: SettingSpec = SettingSpec {
+    name: "Tables",
+    section: Section::Additional,
+    kind: SettingKind::Structured,
+    default: None,
+    required: false,
+    secured: false,
+    description: "More tables: a list of {\"Name\": ..., \"Table\": ...} or {\"Name\": ..., \"SqlCommand\": ...}, each exported to <connection>_<Name>.csv.",
+};
+pub const TIMEOUT: SettingSpec = SettingSpec {
+    name: "Timeout",
+    section: Section::Advanced,
+    kind: SettingKind::Integer,
+    default: None,
+    required: false,
+    secured: false,
+    description: "Seconds a whole query may take; no limit when unset or 0.",
+};
+
+/// Where a table's rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuerySource {
+    /// A table or view, by name (`schema.table` allowed).
+    Table(String),
+    Sql(String),
+}
+
+/// One connection table a SQL connection produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableQuery {
+    /// `None` for `<id>.csv`, else the suffix of `<id>_<name>.csv`.
+    pub name: Option<String>,
+    pub source: QuerySource,
+}
+
+impl TableQuery {
+    /// The query text, quoting table names with `quote`.
+    pub fn sql(&self, quote: fn(&str) -> String) -> String {
+        match &self.source {
+            QuerySource::Sql(s) => s.clone(),
+            QuerySource::Table(t) => format!(
+                "SELECT * FROM {}",
+                t.split('.').map(quote).collect::<Vec<_>>().join(".")
+            ),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.source {
+            QuerySource::Table(t) => format!("table {t}"),
+            QuerySource::Sql(s) => format!("query {}", one_line(s, 80)),
+        }
+    }
+}
+
+/// `"name"` with inner quotes doubled (ANSI SQL identifier quoting).
+pub fn quote_ansi(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}...", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// Checks the query settings: something to export, and a well-formed `Tables` list.
+pub fn check_queries(settings: &Settings) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let has_main = settings.non_empty("SqlCommand").is_some() || settings.non_empty("SqlFile").is_some();
+    match settings.structured("Tables") {
+        Some(t) => {
+            if let Err(p) = parse_tables(t) {
+                problems.push(p);
+            }
+        }
+        None if !has_main => problems.push(Problem::new(
+            Some("SqlCommand"),
+            "nothing to export: none of SqlCommand, SqlFile or Tables is set",
+            "set SqlCommand (or SqlFile) for <connection>.csv, and/or Tables for <connection>_<Name>.csv",
+        )),
+        None => {}
+    }
+    if settings.non_empty("SqlCommand").is_none()
+        && let Some(path) = settings.path("SqlFile")
+        && !path.is_file()
+    {
+        problems.push(Problem::new(
+            Some("SqlFile"),
+            format!("the query file {} does not exist", path.display()),
+            "create the file or correct the path (relative paths start at the settings file's folder)",
+        ));
+    }
+    if let Some(t) = settings.integer("Timeout")
+        && t < 0
+    {
+        problems.push(Problem::new(
+            Some("Timeout"),
+            format!("Timeout is {t}; it cannot be negative"),
+            "use a number of seconds, or 0 for no limit",
+        ));
+    }
+    problems
+}
+
+fn parse_tables(v: &serde_json::Value) -> Result<Vec<TableQuery>, Problem> {
+    let bad = |msg: String| {
+        Problem::new(
+            Some("Tables"),
+            msg,
+            "write Tables as [{\"Name\": \"People\", \"Table\": \"dbo.People\"}, {\"Name\": \"Groups\", \"SqlCommand\": \"SELECT ...\"}]",
+        )
+    };
+    let items = v
+        .as_array()
+        .ok_or_else(|| bad("Tables must be a list".into()))?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let obj = item
+            .as_object()
+            .ok_or_else(|| bad(format!("Tables item {i} is not an object")))?;
+        let field = |k: &str| {
+            crate::config::settings::get_ci(obj, k).and_then(|v| v.as_str()).map(str::trim)
+        };
+        let name = field("Name")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad(format!("Tables item {i} has no Name")))?;
+        super::sink::check_table_name(name).map_err(|e| bad(format!("Tables item {i}: {e}")))?;
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(bad(format!(
+                "Tables item {i}: the Name {name:?} is used twice (names are compared without case)"
+            )));
+        }
+        let source = match (field("Table").filter(|s| !s.is_empty()), field("SqlCommand").filter(|s| !s.is_empty())) {
+            (Some(t), None) => QuerySource::Table(t.to_string()),
+            (None, Some(q)) => QuerySource::Sql(q.to_string()),
+            (Some(_), Some(_)) => {
+                return Err(bad(format!("Tables item {i} ({name}) has both Table and SqlCommand; keep one")));
+            }
+            (None, None) => {
+                return Err(bad(format!("Tables item {i} ({name}) needs Table or SqlCommand")));
+            }
+        };
+        out.push(TableQuery { name: Some(name.to_string()), source });
+    }
+    Ok(out)
+}
+
+/// Every table the connection exports, in order: the main query first, then `Tables`.
+pub fn table_queries(settings: &Settings) -> Result<Vec<TableQuery>, PackageError> {
+    let mut out = Vec::new();
+    if let Some(q) = settings.non_empty("SqlCommand") {
+        out.push(TableQuery { name: None, source: QuerySource::Sql(q.to_string()) });
+    } else if let Some(path) = settings.path("SqlFile") {
+        let sql = std::fs::read_to_string(&path).map_err(|e| {
+            PackageError::config(format!("cannot read SqlFile {}: {e}", path.display()))
+        })?;
+        out.push(TableQuery { name: None, source: QuerySource::Sql(sql) });
+    }
+    if let Some(t) = settings.structured("Tables") {
+        out.extend(parse_tables(t).map_err(|p| PackageError::config(p.message))?);
+    }
+    if out.is_empty() {
+        return Err(PackageError::config(
+            "nothing to export: none of SqlCommand, SqlFile or Tables is set",
+        ));
+    }
+    Ok(out)
+}

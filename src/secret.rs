@@ -1,0 +1,109 @@
+//! The one type that holds secret values (passwords, keys, secret parts of connection strings).
+//!
+//! A [`Secret`] can be read only through [`Secret::expose`], which call sites use at the moment a
+//! driver needs the value. It has no `Display`, no `Serialize`, and its `Debug` prints a fixed
+//! marker. Its memory is zeroized on drop. [`Redactor`] removes known secret values from text that
+//! came from elsewhere (a driver's error message that repeats a connection string, say).
+
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// The text shown wherever a secured value would otherwise appear.
+pub const SET_MARKER: &str = "(set)";
+/// The text shown for a secured setting that has no value.
+pub const NOT_SET_MARKER: &str = "(not set)";
+
+/// A secret string. Cloning copies the secret into another zeroized buffer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Zeroizing::new(value.into()))
+    }
+
+    /// The secret itself. Call this only where the value is handed to the system that needs it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(")?;
+        f.write_str(SET_MARKER)?;
+        f.write_str(")")
+    }
+}
+
+/// Replaces every occurrence of known secret values in a text.
+#[derive(Default, Clone)]
+pub struct Redactor {
+    secrets: Vec<Secret>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+impl Redactor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a value to hide. Very short values (under 4 characters) are hidden too: a short
+    /// password is still a password, even if masking it may mask unrelated text.
+    pub fn add(&mut self, secret: &Secret) {
+        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.clone());
+            // Longest first, so that a secret containing another is masked whole.
+            self.secrets
+                .sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+        }
+    }
+
+    pub fn extend(&mut self, other: &Redactor) {
+        for s in &other.secrets {
+            self.add(s);
+        }
+    }
+
+    /// The text with every known secret replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.expose()) {
+                out = out.replace(s.expose(), "***");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Secret::new("hunter2-canary");
+        let shown = format!("{s:?} {:?}", Some(&s));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(SET_MARKER));
+    }
+
+    #[test]
+    fn redactor_masks_longest_first() {
+        let mut r = Redactor::new();
+        r.add(&Secret::new("abc"));
+        r.add(&Secret::new("abcdef"));
+        assert_eq!(r.redact("x abcdef y abc z"), "x *** y *** z");
+        assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+}
