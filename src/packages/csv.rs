@@ -392,10 +392,13 @@ impl Package for CsvPackage {
                     ExportMode::Complete => ("Path", "run an incremental export, or set Path"),
                     ExportMode::Incremental => ("PathIncremental", "run a complete export (--complete), or set PathIncremental"),
                 };
+                let asked = match mode {
+                    ExportMode::Complete => "a complete",
+                    ExportMode::Incremental => "an incremental",
+                };
                 return Ok(ExportOutcome::NotRun {
                     reason: format!(
-                        "a {} export was asked for, but {missing} is not set; feeding the other file could make the synchronization delete or duplicate data: {other}",
-                        match mode { ExportMode::Complete => "complete", ExportMode::Incremental => "incremental" }
+                        "{asked} export was asked for, but {missing} is not set; reading the other file instead could make the synchronization delete or duplicate data: {other}"
                     ),
                 });
             };
