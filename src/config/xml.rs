@@ -117,7 +117,14 @@ pub fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<RawEl
     let doc = match roxmltree::Document::parse_with_options(text, options) {
         Ok(d) => d,
         Err(e) => {
-            let pos = e.pos();
+            let mut pos = e.pos();
+            if matches!(e, roxmltree::Error::DtdDetected)
+                && let Some(at) = text.find("<!DOCTYPE")
+            {
+                let before = &text[..at];
+                pos.row = before.matches('\n').count() as u32 + 1;
+                pos.col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+            }
             let (message, hint) = match e {
                 roxmltree::Error::DtdDetected => (
                     "DTD and entity declarations are not allowed in configuration files".to_string(),

@@ -1,0 +1,156 @@
+//! Test harness: throw-away agent folders, running the real binary, and reading CSV back with an
+//! independent parser (Python's csv module).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_connagent");
+
+/// A temporary agent installation: settings file, XML folder, sources.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("xml-config")).expect("xml dir");
+        Workspace { dir, env: Vec::new() }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, content).expect("write");
+        p
+    }
+
+    /// Writes `xml-config/<name>` wrapping `body` in a ConfigurationFile root.
+    pub fn xml(&self, name: &str, body: &str) -> PathBuf {
+        self.write(
+            &format!("xml-config/{name}"),
+            format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ConfigurationFile>\n{body}\n</ConfigurationFile>\n"),
+        )
+    }
+
+    pub fn settings(&self, v: serde_json::Value) -> PathBuf {
+        self.write(
+            "appsettings.agent.json",
+            serde_json::to_string_pretty(&v).expect("json"),
+        )
+    }
+
+    pub fn settings_path(&self) -> PathBuf {
+        self.path("appsettings.agent.json")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--settings").arg(self.settings_path()).args(args);
+        c.current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.to_ascii_uppercase().starts_with("CONNAGENT") || k == "RUST_LOG" {
+                c.env_remove(k);
+            }
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("run connagent");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn output_file(&self, name: &str) -> PathBuf {
+        self.path("Temp/ExportOutput").join(name)
+    }
+
+    /// Every file name in the output folder, sorted.
+    pub fn output_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path("Temp/ExportOutput"))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// A minimal valid configuration: one connector `HR` served by agent `Local`.
+pub fn connector_xml() -> &'static str {
+    r#"<Agent Identifier="Local" DisplayName_L1="Local"/>
+<Connector Identifier="HR" DisplayName_L1="HR" Agent="Local"/>"#
+}
+
+/// Reads a CSV file with Python's csv module; returns the rows (header first).
+pub fn python_csv(path: &Path) -> Vec<Vec<String>> {
+    let script = "import csv, json, sys\n\
+with open(sys.argv[1], newline='', encoding='utf-8') as f:\n    rows = list(csv.reader(f, strict=True))\n\
+json.dump(rows, sys.stdout)\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("python3 is needed by the tests (apt-get install python3)");
+    assert!(out.status.success(), "python csv failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("python output")
+}
+
+/// Every file below `dir` whose content contains `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && String::from_utf8_lossy(&bytes).contains(needle)
+            {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
