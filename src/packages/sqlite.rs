@@ -103,7 +103,15 @@ impl SqlitePackage {
     }
 }
 
-fn query_error(q: &TableQuery, e: rusqlite::Error, cancel: &CancellationToken, timeout: Option<i64>) -> PackageError {
+/// Where a query failed: compiling it (the query or a table name is wrong: fix the settings) or
+/// while reading rows (the data or the database: ask the source's owner).
+#[derive(Clone, Copy)]
+enum Stage {
+    Prepare,
+    Read,
+}
+
+fn query_error(q: &TableQuery, e: rusqlite::Error, stage: Stage, cancel: &CancellationToken, timeout: Option<i64>) -> PackageError {
     if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted)
     {
         if cancel.is_cancelled() {
@@ -115,11 +123,10 @@ fn query_error(q: &TableQuery, e: rusqlite::Error, cancel: &CancellationToken, t
             timeout.unwrap_or(0)
         ));
     }
-    let class = match &e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::Unknown => {
-            // SQLITE_ERROR: a bad query or a missing table: fix the settings.
-            PackageError::config
-        }
+    let is_sql_error = matches!(&e, rusqlite::Error::SqlInputError { .. })
+        || matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::Unknown);
+    let class = match stage {
+        Stage::Prepare if is_sql_error => PackageError::config,
         _ => PackageError::source,
     };
     class(format!("{}: {e}", q.describe()))
@@ -304,7 +311,7 @@ impl Package for SqlitePackage {
             )];
             for q in sql::table_queries(&conn.settings)? {
                 db.prepare(&q.sql(sql::quote_ansi))
-                    .map_err(|e| query_error(&q, e, &conn.cancel, conn.settings.integer("Timeout")))?;
+                    .map_err(|e| query_error(&q, e, Stage::Prepare, &conn.cancel, conn.settings.integer("Timeout")))?;
                 checks.push(format!("{}: {} compiles", table_name(conn.identifier.as_str(), &q), q.describe()));
             }
             Ok(TestReport { checks })
@@ -321,7 +328,7 @@ impl Package for SqlitePackage {
                 let timeout = conn.settings.integer("Timeout");
                 let st = db
                     .prepare(&q.sql(sql::quote_ansi))
-                    .map_err(|e| query_error(&q, e, &conn.cancel, timeout))?;
+                    .map_err(|e| query_error(&q, e, Stage::Prepare, &conn.cancel, timeout))?;
                 let keys = match &q.source {
                     QuerySource::Table(t) => keys_of(&db, t),
                     QuerySource::Sql(_) => Vec::new(),
@@ -370,22 +377,22 @@ impl Package for SqlitePackage {
             for q in &queries {
                 let mut st = tx
                     .prepare(&q.sql(sql::quote_ansi))
-                    .map_err(|e| query_error(q, e, &conn.cancel, timeout))?;
+                    .map_err(|e| query_error(q, e, Stage::Prepare, &conn.cancel, timeout))?;
                 let names: Vec<String> = st.columns().map(|c| c.name().to_string()).collect();
                 let hints: Vec<Hint> = st.columns().map(|c| hint(c.decl_type())).collect();
                 let mut writer = sink.table(q.name.as_deref(), names)?;
-                let mut rows = st.query([]).map_err(|e| query_error(q, e, &conn.cancel, timeout))?;
+                let mut rows = st.query([]).map_err(|e| query_error(q, e, Stage::Read, &conn.cancel, timeout))?;
                 loop {
                     let row = match rows.next() {
                         Ok(Some(r)) => r,
                         Ok(None) => break,
-                        Err(e) => return Err(query_error(q, e, &conn.cancel, timeout)),
+                        Err(e) => return Err(query_error(q, e, Stage::Read, &conn.cancel, timeout)),
                     };
                     let mut out = Vec::with_capacity(hints.len());
                     for (i, h) in hints.iter().enumerate() {
                         let v = row
                             .get_ref(i)
-                            .map_err(|e| query_error(q, e, &conn.cancel, timeout))?;
+                            .map_err(|e| query_error(q, e, Stage::Read, &conn.cancel, timeout))?;
                         out.push(convert(v, *h));
                     }
                     writer.push_blocking(out)?;
