@@ -1,6 +1,6 @@
 //! The command line: argument parsing and printing. Business rules live in the library modules.
 
-use crate::config::{self, Diagnostics, LoadOptions, Loaded, Severity, SettingsState, Snapshot};
+use crate::config::{self, Diagnostics, LoadOptions, Loaded, SettingsState, Severity, Snapshot};
 use crate::export::{self, RunOutcome, RunReport, Target, sink::Progress};
 use crate::packages::{ConnectionRef, Registry};
 use crate::schema::SchemaStore;
@@ -21,8 +21,14 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser, Debug)]
-#[command(name = "connagent", version, about = "On-premise connection agent: validates connections, tests them, discovers schemas and exports CSV connection tables.")]
-#[command(after_help = "Exit codes: 0 done, 1 the operation failed, 2 usage error, 78 configuration invalid.")]
+#[command(
+    name = "connagent",
+    version,
+    about = "On-premise connection agent: validates connections, tests them, discovers schemas and exports CSV connection tables."
+)]
+#[command(
+    after_help = "Exit codes: 0 done, 1 the operation failed, 2 usage error, 78 configuration invalid."
+)]
 pub struct Cli {
     /// Settings file [default: $CONNAGENT_SETTINGS, else ./appsettings.agent.json]
     #[arg(long, global = true, value_name = "FILE")]
@@ -102,7 +108,10 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -130,7 +139,10 @@ fn settings_path(cli: &Cli) -> PathBuf {
 }
 
 fn print_diagnostics(d: &Diagnostics, warnings: bool) {
-    for diag in d.0.iter().filter(|x| warnings || x.severity == Severity::Error) {
+    for diag in
+        d.0.iter()
+            .filter(|x| warnings || x.severity == Severity::Error)
+    {
         eprintln!("{diag}");
     }
 }
@@ -159,7 +171,10 @@ fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded,
         Ok(loaded) => {
             if loaded.diagnostics.has_errors() && !tolerate_errors {
                 if cli.json {
-                    println!("{}", json!({"valid": false, "diagnostics": loaded.diagnostics}));
+                    println!(
+                        "{}",
+                        json!({"valid": false, "diagnostics": loaded.diagnostics})
+                    );
                 }
                 print_diagnostics(&loaded.diagnostics, false);
                 eprintln!(
@@ -170,7 +185,10 @@ fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded,
             }
             let w = loaded.diagnostics.warnings().count();
             if w > 0 && !tolerate_errors {
-                eprintln!("note: the configuration has {w} warning{}; `connagent validate` shows them", plural(w));
+                eprintln!(
+                    "note: the configuration has {w} warning{}; `connagent validate` shows them",
+                    plural(w)
+                );
             }
             Ok(loaded)
         }
@@ -228,7 +246,11 @@ fn validate(cli: &Cli, registry: &Registry) -> u8 {
         let skipped: usize = s.skipped.values().sum();
         println!("configuration valid: {}", s.settings_file.display());
         println!("  agent:       {}", s.agent);
-        println!("  xml files:   {} under {}", s.xml_files.len(), s.xml_folder.display());
+        println!(
+            "  xml files:   {} under {}",
+            s.xml_files.len(),
+            s.xml_folder.display()
+        );
         println!("  connectors:  {}", s.connectors.len());
         println!(
             "  connections: {} ({} served here)",
@@ -244,7 +266,10 @@ fn validate(cli: &Cli, registry: &Registry) -> u8 {
         );
         if skipped > 0 {
             let parts: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!("  skipped:     {skipped} elements not used by the agent ({})", parts.join(", "));
+            println!(
+                "  skipped:     {skipped} elements not used by the agent ({})",
+                parts.join(", ")
+            );
         }
         if d.warnings().count() > 0 {
             println!("  warnings:    {}", d.warnings().count());
@@ -271,15 +296,21 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
         .iter()
         .filter(|c| {
             search.as_ref().is_none_or(|t| {
-                c.identifier.as_str().to_lowercase().contains(t) || c.display_name.to_lowercase().contains(t)
+                c.identifier.as_str().to_lowercase().contains(t)
+                    || c.display_name.to_lowercase().contains(t)
             })
         })
         .filter(|c| {
             args.category.as_ref().is_none_or(|cat| {
-                c.category().is_some_and(|k| k.to_string().eq_ignore_ascii_case(cat))
+                c.category()
+                    .is_some_and(|k| k.to_string().eq_ignore_ascii_case(cat))
             })
         })
-        .filter(|c| args.connector.as_ref().is_none_or(|k| c.connector.matches(k)))
+        .filter(|c| {
+            args.connector
+                .as_ref()
+                .is_none_or(|k| c.connector.matches(k))
+        })
         .collect();
     if cli.json {
         let items: Vec<_> = list
@@ -303,24 +334,46 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
                 })
             })
             .collect();
-        println!("{}", json!({"connections": items, "configuration_errors": loaded.diagnostics.errors().count()}));
+        println!(
+            "{}",
+            json!({"connections": items, "configuration_errors": loaded.diagnostics.errors().count()})
+        );
     } else {
-        let mut rows = vec![[
-            "CATEGORY", "IDENTIFIER", "DISPLAY NAME", "CONNECTOR", "PACKAGE", "USAGE", "SERVED", "SETTINGS",
-        ]
-        .map(String::from)];
+        let mut rows = vec![
+            [
+                "CATEGORY",
+                "IDENTIFIER",
+                "DISPLAY NAME",
+                "CONNECTOR",
+                "PACKAGE",
+                "USAGE",
+                "SERVED",
+                "SETTINGS",
+            ]
+            .map(String::from),
+        ];
         for c in &list {
             let usage = s.usage(&c.identifier);
             let tasks = usage.iter().filter(|(k, _)| *k == "ExportTask").count();
             let maps = usage.len() - tasks;
             rows.push([
-                c.category().map(|k| k.to_string()).unwrap_or_else(|| "?".into()),
+                c.category()
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| "?".into()),
                 c.identifier.to_string(),
                 c.display_name.clone(),
                 c.connector.to_string(),
                 c.package_id().to_string(),
-                format!("{tasks} task{}, {maps} mapping{}", plural(tasks), plural(maps)),
-                if c.served { "here".into() } else { "other agent".into() },
+                format!(
+                    "{tasks} task{}, {maps} mapping{}",
+                    plural(tasks),
+                    plural(maps)
+                ),
+                if c.served {
+                    "here".into()
+                } else {
+                    "other agent".into()
+                },
                 c.settings.label().into(),
             ]);
         }
@@ -329,7 +382,11 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
             for c in &list {
                 if let SettingsState::Ok(st) = &c.settings {
                     println!("\n{} ({})", c.identifier, c.package_id());
-                    for sh in st.shown().iter().filter(|x| x.is_set || x.is_default || x.secured) {
+                    for sh in st
+                        .shown()
+                        .iter()
+                        .filter(|x| x.is_set || x.is_default || x.secured)
+                    {
                         let note = if sh.is_default { " (default)" } else { "" };
                         println!("  {:<22} {}{note}", sh.name, sh.shown);
                     }
@@ -375,11 +432,18 @@ fn connection_ref(
     let c = s.connection(id).ok_or_else(|| {
         format!(
             "there is no connection {id:?}; known connections: {}",
-            s.connections.iter().map(|c| c.identifier.to_string()).collect::<Vec<_>>().join(", ")
+            s.connections
+                .iter()
+                .map(|c| c.identifier.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })?;
     if !c.served {
-        return Err(format!("connection {} is served by another agent, not {}", c.identifier, s.agent));
+        return Err(format!(
+            "connection {} is served by another agent, not {}",
+            c.identifier, s.agent
+        ));
     }
     match (&c.settings, &c.package) {
         (SettingsState::Ok(settings), Some(p)) => Ok((
@@ -416,7 +480,10 @@ async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     match package.test(&cref).await {
         Ok(report) => {
             if cli.json {
-                println!("{}", json!({"connection": cref.identifier, "ok": true, "checks": report.checks}));
+                println!(
+                    "{}",
+                    json!({"connection": cref.identifier, "ok": true, "checks": report.checks})
+                );
             } else {
                 println!("connection {}: ok", cref.identifier);
                 for c in &report.checks {
@@ -428,9 +495,15 @@ async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
         Err(e) => {
             let msg = redactor.redact(&e.message);
             if cli.json {
-                println!("{}", json!({"connection": cref.identifier, "ok": false, "class": e.class, "error": msg}));
+                println!(
+                    "{}",
+                    json!({"connection": cref.identifier, "ok": false, "class": e.class, "error": msg})
+                );
             }
-            eprintln!("connection {}: test failed ({:?}): {msg}", cref.identifier, e.class);
+            eprintln!(
+                "connection {}: test failed ({:?}): {msg}",
+                cref.identifier, e.class
+            );
             EXIT_FAILED
         }
     }
@@ -464,9 +537,18 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     };
     let stored = SchemaStore::new(&s.work_folder).save(&schema);
     if cli.json {
-        println!("{}", json!({"schema": schema, "stored": stored.as_ref().ok()}));
+        println!(
+            "{}",
+            json!({"schema": schema, "stored": stored.as_ref().ok()})
+        );
     } else {
-        println!("connection {} ({}): {} table{}", schema.connection, schema.package, schema.tables.len(), plural(schema.tables.len()));
+        println!(
+            "connection {} ({}): {} table{}",
+            schema.connection,
+            schema.package,
+            schema.tables.len(),
+            plural(schema.tables.len())
+        );
         for t in &schema.tables {
             println!("\n{}  <- {}", t.name, redactor.redact(&t.source));
             for c in &t.columns {
@@ -507,7 +589,11 @@ fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
@@ -549,7 +635,8 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
             break;
         }
         let progress = Arc::new(Progress::default());
-        let bar = show_progress.then(|| spawn_progress(run.connection.to_string(), progress.clone()));
+        let bar =
+            show_progress.then(|| spawn_progress(run.connection.to_string(), progress.clone()));
         let report = export::run_one(s, run, &cancel, progress).await;
         if let Some((handle, stop)) = bar {
             stop.cancel();
@@ -574,7 +661,10 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
         code = EXIT_FAILED;
     }
     if cli.json {
-        println!("{}", json!({"runs": reports, "cancelled": cancel.is_cancelled()}));
+        println!(
+            "{}",
+            json!({"runs": reports, "cancelled": cancel.is_cancelled()})
+        );
     }
     code
 }
@@ -586,7 +676,12 @@ fn print_report(r: &RunReport, continue_on_error: bool) {
     };
     match &r.outcome {
         RunOutcome::Published { tables } => {
-            println!("{what}: published {} table{} in {:.2} s", tables.len(), plural(tables.len()), r.duration.as_secs_f64());
+            println!(
+                "{what}: published {} table{} in {:.2} s",
+                tables.len(),
+                plural(tables.len()),
+                r.duration.as_secs_f64()
+            );
             for t in tables {
                 println!(
                     "  {:<32} {:>10} rows  {:>10}  {:>7.2} s  {}",
@@ -613,7 +708,10 @@ fn print_report(r: &RunReport, continue_on_error: bool) {
 }
 
 /// Draws a progress bar on stderr once an export has lasted more than a second.
-fn spawn_progress(connection: String, progress: Arc<Progress>) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+fn spawn_progress(
+    connection: String,
+    progress: Arc<Progress>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
     let stop = CancellationToken::new();
     let s = stop.clone();
     let handle = tokio::spawn(async move {

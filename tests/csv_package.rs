@@ -25,45 +25,72 @@ fn rows(ws: &Workspace) -> Vec<Vec<String>> {
 }
 
 fn strings(v: &[&[&str]]) -> Vec<Vec<String>> {
-    v.iter().map(|r| r.iter().map(|s| s.to_string()).collect()).collect()
+    v.iter()
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+        .collect()
 }
 
 const TEXT: &str = "id;name;city\n1;Zoë \"Z\" Ñúñez;Montbéliard\n2;Ærø, Jr.;Köln\n";
 
 fn expected() -> Vec<Vec<String>> {
-    strings(&[&["id", "name", "city"], &["1", "Zoë \"Z\" Ñúñez", "Montbéliard"], &["2", "Ærø, Jr.", "Köln"]])
+    strings(&[
+        &["id", "name", "city"],
+        &["1", "Zoë \"Z\" Ñúñez", "Montbéliard"],
+        &["2", "Ærø, Jr.", "Köln"],
+    ])
 }
 
 fn utf16(text: &str, big_endian: bool, bom: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    let units = std::iter::once(0xFEFFu16).filter(|_| bom).chain(text.encode_utf16());
+    let units = std::iter::once(0xFEFFu16)
+        .filter(|_| bom)
+        .chain(text.encode_utf16());
     for u in units {
-        out.extend(if big_endian { u.to_be_bytes() } else { u.to_le_bytes() });
+        out.extend(if big_endian {
+            u.to_be_bytes()
+        } else {
+            u.to_le_bytes()
+        });
     }
     out
 }
 
 #[test]
 fn every_supported_encoding_reads_to_the_same_utf8_output() {
-    let latin1: Vec<u8> = TEXT.chars().map(|c| u8::try_from(u32::from(c)).unwrap()).collect();
+    let latin1: Vec<u8> = TEXT
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect();
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
         ("utf-8", "UTF-8", TEXT.as_bytes().to_vec()),
-        ("utf-8 with BOM, configured as Windows-1252: the BOM wins", "Windows-1252", [b"\xEF\xBB\xBF".as_slice(), TEXT.as_bytes()].concat()),
+        (
+            "utf-8 with BOM, configured as Windows-1252: the BOM wins",
+            "Windows-1252",
+            [b"\xEF\xBB\xBF".as_slice(), TEXT.as_bytes()].concat(),
+        ),
         ("utf-16le with BOM", "UTF-8", utf16(TEXT, false, true)),
         ("utf-16be with BOM", "UTF-16LE", utf16(TEXT, true, true)),
-        ("utf-16le without BOM, .NET name", "Unicode", utf16(TEXT, false, false)),
+        (
+            "utf-16le without BOM, .NET name",
+            "Unicode",
+            utf16(TEXT, false, false),
+        ),
         ("utf-16be without BOM", "UTF-16BE", utf16(TEXT, true, false)),
         ("iso-8859-1", "ISO-8859-1", latin1.clone()),
         ("windows-1252", "Windows-1252", latin1),
     ];
     for (name, encoding, bytes) in cases {
-        let ws = workspace(json!({"Path": "in/people.csv", "Separator": ";", "Encoding": encoding}));
+        let ws =
+            workspace(json!({"Path": "in/people.csv", "Separator": ";", "Encoding": encoding}));
         ws.write("in/people.csv", &bytes);
         let out = ws.run(&["export", "--connection", "people", "--complete"]);
         assert_eq!(out.code, 0, "{name}: {}", out.all());
         assert_eq!(rows(&ws), expected(), "{name}");
         let raw = std::fs::read(ws.output_file("People.csv")).unwrap();
-        assert!(!raw.starts_with(b"\xEF\xBB\xBF"), "{name}: output has a BOM");
+        assert!(
+            !raw.starts_with(b"\xEF\xBB\xBF"),
+            "{name}: output has a BOM"
+        );
         assert!(!raw.contains(&b'\r'), "{name}: output has CR");
     }
 }
@@ -101,14 +128,24 @@ fn regex_path_reads_the_newest_matching_file() {
     assert_eq!(rows(&ws), strings(&[&["id"], &["new"]]));
     let t = ws.run(&["test", "People"]);
     assert_eq!(t.code, 0, "{}", t.all());
-    assert!(t.stdout.contains("people_0002.csv is readable, 1 columns: id"), "{}", t.stdout);
+    assert!(
+        t.stdout
+            .contains("people_0002.csv is readable, 1 columns: id"),
+        "{}",
+        t.stdout
+    );
     // No file matches: a clear failure, nothing written.
     let ws = workspace(json!({"Path": "in/nothing_.*\\.csv", "IsFileNameRegex": true}));
     ws.write("in/other.csv", "id\n1\n");
     let out = ws.run(&["export", "--task", "Full"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("no file in"), "{}", out.stderr);
-    assert!(out.stderr.contains("matches the regular expression \"nothing_.*\\\\.csv\""), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("matches the regular expression \"nothing_.*\\\\.csv\""),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -118,7 +155,12 @@ fn complete_and_incremental_paths() {
     // A complete export with only PathIncremental is not run, and says why.
     let out = ws.run(&["export", "--task", "Full"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stdout.contains("not run: a complete export was asked for, but Path is not set"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("not run: a complete export was asked for, but Path is not set"),
+        "{}",
+        out.stdout
+    );
     assert!(ws.output_names().is_empty());
     let j = ws.run(&["--json", "export", "--task", "Full"]).json();
     assert_eq!(j["runs"][0]["status"], "not_run");
@@ -142,7 +184,9 @@ fn summary_schema_and_test() {
     let t = &run["tables"][0];
     assert_eq!(t["file"], "People.csv");
     assert_eq!(t["rows"], 2);
-    let size = std::fs::metadata(ws.output_file("People.csv")).unwrap().len();
+    let size = std::fs::metadata(ws.output_file("People.csv"))
+        .unwrap()
+        .len();
     assert_eq!(t["bytes"], size);
     assert!(t["duration"].as_f64().is_some());
     let text = ws.run(&["export", "--all", "--complete"]);
@@ -153,7 +197,12 @@ fn summary_schema_and_test() {
     assert_eq!(s.code, 0, "{}", s.all());
     let j = s.json();
     assert_eq!(j["schema"]["tables"][0]["name"], "People");
-    let cols: Vec<&str> = j["schema"]["tables"][0]["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let cols: Vec<&str> = j["schema"]["tables"][0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(cols, ["id", "name", "city"]);
     assert!(ws.path("Work/Schemas/People.json").is_file());
 }

@@ -43,8 +43,16 @@ fn valid_multi_file_configuration_with_namespace_and_foreign_elements() {
     );
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stdout.contains("connections: 1 (1 served here)"), "{}", out.stdout);
-    assert!(out.stdout.contains("skipped:     3 elements"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("connections: 1 (1 served here)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("skipped:     3 elements"),
+        "{}",
+        out.stdout
+    );
     let j = ws.run(&["validate", "--json"]).json();
     assert_eq!(j["valid"], true);
     assert_eq!(j["summary"]["skipped_elements"]["Role"], 2);
@@ -59,7 +67,12 @@ fn valid_multi_file_configuration_with_namespace_and_foreign_elements() {
     assert_eq!(c["served"], "here");
     assert_eq!(c["category"], "File");
     assert_eq!(c["usage_count"], 2);
-    let names: Vec<&str> = c["usage"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = c["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["T1", "HR_Person"]);
     let text = ws.run(&["connections"]);
     assert!(text.stdout.contains("HRPeople"), "{}", text.stdout);
@@ -85,12 +98,19 @@ fn connections_filters() {
         let mut a = vec!["connections", "--json"];
         a.extend_from_slice(args);
         let j = ws.run(&a).json();
-        j["connections"].as_array().unwrap().iter().map(|c| c["identifier"].as_str().unwrap().to_string()).collect()
+        j["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["identifier"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(ids(&["--search", "PEOPLE"]), ["HRPeople", "Far"]);
     assert_eq!(ids(&["--category", "database"]), ["HRDb"]);
     assert_eq!(ids(&["--connector", "other"]), ["Far"]);
-    let j = ws.run(&["connections", "--json", "--connector", "other"]).json();
+    let j = ws
+        .run(&["connections", "--json", "--connector", "other"])
+        .json();
     assert_eq!(j["connections"][0]["served"], "other agent");
     assert_eq!(j["connections"][0]["settings"], "missing");
     let bad = ws.run(&["connections", "--category", "Printer"]);
@@ -110,7 +130,10 @@ struct Case {
 
 /// A whole file: the XML declaration, the root, the agent and connector, then `extra` from line 5.
 fn conn(extra: &str) -> String {
-    format!("<?xml version=\"1.0\"?>\n<ConfigurationFile>\n{}\n{extra}\n</ConfigurationFile>\n", connector_xml())
+    format!(
+        "<?xml version=\"1.0\"?>\n<ConfigurationFile>\n{}\n{extra}\n</ConfigurationFile>\n",
+        connector_xml()
+    )
 }
 
 fn cases() -> Vec<Case> {
@@ -306,12 +329,23 @@ fn every_kind_of_configuration_error_is_located_and_exits_78() {
             ws.write(&format!("xml-config/{name}"), body);
         }
         let out = ws.run(&["validate"]);
-        assert_eq!(out.code, 78, "case {:?}: exit code\n{}", case.name, out.all());
+        assert_eq!(
+            out.code,
+            78,
+            "case {:?}: exit code\n{}",
+            case.name,
+            out.all()
+        );
         let line = out
             .stderr
             .lines()
             .find(|l| l.contains(case.message))
-            .unwrap_or_else(|| panic!("case {:?}: message {:?} not found in:\n{}", case.name, case.message, out.stderr));
+            .unwrap_or_else(|| {
+                panic!(
+                    "case {:?}: message {:?} not found in:\n{}",
+                    case.name, case.message, out.stderr
+                )
+            });
         assert!(
             line.contains(&format!("{}: error: ", case.at)),
             "case {:?}: expected location {:?} in {line:?}",
@@ -320,15 +354,29 @@ fn every_kind_of_configuration_error_is_located_and_exits_78() {
         );
         // Every error comes with a fix.
         let after = out.stderr.split(line).nth(1).unwrap_or("");
-        assert!(after.trim_start().starts_with("fix: "), "case {:?}: no fix after {line:?}", case.name);
+        assert!(
+            after.trim_start().starts_with("fix: "),
+            "case {:?}: no fix after {line:?}",
+            case.name
+        );
         // The JSON form carries the same diagnostics.
         let j = ws.run(&["validate", "--json"]);
         assert_eq!(j.code, 78);
         assert_eq!(j.json()["valid"], false, "case {:?}", case.name);
         // Commands that act refuse to run on an invalid configuration.
         let e = ws.run(&["export", "--all"]);
-        assert_eq!(e.code, 78, "case {:?}: export on invalid configuration\n{}", case.name, e.all());
-        assert!(ws.output_names().is_empty(), "case {:?}: export wrote files", case.name);
+        assert_eq!(
+            e.code,
+            78,
+            "case {:?}: export on invalid configuration\n{}",
+            case.name,
+            e.all()
+        );
+        assert!(
+            ws.output_names().is_empty(),
+            "case {:?}: export wrote files",
+            case.name
+        );
     }
 }
 
@@ -337,13 +385,26 @@ fn all_problems_are_reported_at_once() {
     let ws = Workspace::new();
     ws.settings(json!({"Connections": {"Ghost": {}}}));
     ws.write("xml-config/a.xml", conn("<Connection Identifier=\"A_1\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>"));
-    ws.xml("b.xml", "<Connection Identifier=\"B\" DisplayName_L1=\"p\" Connector=\"Nope\" Package=\"Excel\"/>");
+    ws.xml(
+        "b.xml",
+        "<Connection Identifier=\"B\" DisplayName_L1=\"p\" Connector=\"Nope\" Package=\"Excel\"/>",
+    );
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78);
-    for m in ["contains '_'", "names connector Nope", "unknown package \"Excel\"", "Connections:Ghost matches no <Connection>"] {
+    for m in [
+        "contains '_'",
+        "names connector Nope",
+        "unknown package \"Excel\"",
+        "Connections:Ghost matches no <Connection>",
+    ] {
         assert!(out.stderr.contains(m), "missing {m:?} in\n{}", out.stderr);
     }
-    assert!(out.stderr.contains("configuration invalid: 3 errors, 3 warnings"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("configuration invalid: 3 errors, 3 warnings"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -351,13 +412,18 @@ fn symbolic_link_out_of_sources_root_is_refused() {
     let ws = Workspace::new();
     ws.write("outside/people.csv", "id\n1\n");
     std::fs::create_dir_all(ws.path("sources")).unwrap();
-    std::os::unix::fs::symlink(ws.path("outside/people.csv"), ws.path("sources/people.csv")).unwrap();
+    std::os::unix::fs::symlink(ws.path("outside/people.csv"), ws.path("sources/people.csv"))
+        .unwrap();
     ws.settings(json!({"SourcesRootPaths": ["sources"], "Connections": {"HRPeople": {"Path": "sources/people.csv"}}}));
     ws.write("xml-config/a.xml", conn("<Connection Identifier=\"HRPeople\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>"));
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78, "{}", out.all());
     assert!(out.stderr.contains("(resolved to "), "{}", out.stderr);
-    assert!(out.stderr.contains("is outside SourcesRootPaths"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is outside SourcesRootPaths"),
+        "{}",
+        out.stderr
+    );
     // Inside the root, the same file is accepted.
     std::fs::remove_file(ws.path("sources/people.csv")).unwrap();
     ws.write("sources/people.csv", "id\n1\n");
@@ -389,7 +455,10 @@ fn environment_overrides_the_file_and_is_named_in_errors() {
     ws.write("sources/people.csv", "id\n1\n");
     ws.settings(json!({"Connections": {"HRPeople": {"Path": "sources/people.csv"}}}));
     ws.write("xml-config/a.xml", conn("<Connection Identifier=\"HRPeople\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>"));
-    ws.env.push(("CONNAGENT__Connections__HRPEOPLE__NumberOfLinesToSkip".into(), "many".into()));
+    ws.env.push((
+        "CONNAGENT__Connections__HRPEOPLE__NumberOfLinesToSkip".into(),
+        "many".into(),
+    ));
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78, "{}", out.all());
     assert!(
@@ -397,16 +466,26 @@ fn environment_overrides_the_file_and_is_named_in_errors() {
         "{}",
         out.stderr
     );
-    ws.env = vec![("CONNAGENT__Connections__hrpeople__Path".into(), "sources/missing.csv".into())];
+    ws.env = vec![(
+        "CONNAGENT__Connections__hrpeople__Path".into(),
+        "sources/missing.csv".into(),
+    )];
     let out = ws.run(&["connections", "--json"]);
     let shown = &out.json()["connections"][0]["setting_values"][0];
     assert_eq!(shown["name"], "Path");
     assert_eq!(shown["shown"], "sources/missing.csv");
     // The settings file can be named by CONNAGENT_SETTINGS too.
     let mut c = std::process::Command::new(BIN);
-    c.arg("validate").env("CONNAGENT_SETTINGS", ws.settings_path()).current_dir("/");
+    c.arg("validate")
+        .env("CONNAGENT_SETTINGS", ws.settings_path())
+        .current_dir("/");
     let o = c.output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -414,8 +493,16 @@ fn missing_settings_file_and_usage_errors() {
     let ws = Workspace::new();
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78);
-    assert!(out.stderr.contains("cannot read the settings file"), "{}", out.stderr);
-    assert!(out.stderr.contains("fix: pass --settings FILE"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read the settings file"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("fix: pass --settings FILE"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(ws.run(&["export"]).code, 2);
     assert_eq!(ws.run(&["frobnicate"]).code, 2);
     assert_eq!(ws.run(&["export", "--all", "--task", "x"]).code, 2);

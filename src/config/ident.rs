@@ -127,8 +127,16 @@ mod tests {
     fn identifier_syntax() {
         assert!(check_connection_identifier("HR-People.v2").is_ok());
         assert!(check_connection_identifier("").is_err());
-        assert!(check_connection_identifier("1HR").unwrap_err().contains("start with a letter"));
-        assert!(check_connection_identifier("HR_People").unwrap_err().contains("'_'"));
+        assert!(
+            check_connection_identifier("1HR")
+                .unwrap_err()
+                .contains("start with a letter")
+        );
+        assert!(
+            check_connection_identifier("HR_People")
+                .unwrap_err()
+                .contains("'_'")
+        );
         assert!(check_connection_identifier("HR People").is_err());
         assert!(check_connection_identifier(&"a".repeat(443)).is_err());
         assert!(check_connection_identifier(&"a".repeat(442)).is_ok());

@@ -98,7 +98,10 @@ impl JsonPositions {
                         if let Some(Frame::Object(key)) = stack.last_mut() {
                             *key = Some(s.clone());
                             path.push(s.to_ascii_lowercase());
-                            map.insert(join(path.iter().map(String::as_str)), (start_line, start_col));
+                            map.insert(
+                                join(path.iter().map(String::as_str)),
+                                (start_line, start_col),
+                            );
                         }
                         expect_key = false;
                     }
@@ -128,7 +131,10 @@ mod tests {
         assert_eq!(p.get(&["Connections"]), Some((2, 3)));
         assert_eq!(p.get(&["connections", "hrdb"]), Some((3, 5)));
         assert_eq!(p.get(&["Connections", "HRDb", "Timeout"]), Some((3, 15)));
-        assert_eq!(p.get(&["Connections", "HRDb", "Tables", "1", "Name"]), Some((4, 33)));
+        assert_eq!(
+            p.get(&["Connections", "HRDb", "Tables", "1", "Name"]),
+            Some((4, 33))
+        );
         assert_eq!(p.get(&["A"]), Some((6, 3)));
     }
 }

@@ -98,8 +98,17 @@ impl SettingsTree {
             .build()
             .and_then(|c| c.try_deserialize::<Map<String, Value>>());
         let mut env_names = HashMap::new();
+        let spellings: Vec<Vec<&str>> = env
+            .iter()
+            .filter(|(k, _)| is_override_var(k))
+            .map(|(k, _)| {
+                k[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
+                    .split(ENV_SEPARATOR)
+                    .collect()
+            })
+            .collect();
         match env_layer {
-            Ok(overlay) => merge(&mut root, overlay),
+            Ok(overlay) => merge(&mut root, restore_case(overlay, &spellings, 0)),
             Err(e) => diags.push(Diagnostic::error(
                 None,
                 format!("cannot read the {ENV_PREFIX}{ENV_SEPARATOR}* environment variables: {e}"),
@@ -168,6 +177,29 @@ impl SettingsTree {
             self.dir.join(p)
         }
     }
+}
+
+/// config-rs lower-cases environment keys; give them back the spelling of the variable's name,
+/// so that messages say `ApiKey`, not `apikey`.
+fn restore_case(m: Map<String, Value>, names: &[Vec<&str>], depth: usize) -> Map<String, Value> {
+    m.into_iter()
+        .map(|(k, v)| {
+            let matching: Vec<Vec<&str>> = names
+                .iter()
+                .filter(|n| n.get(depth).is_some_and(|s| s.eq_ignore_ascii_case(&k)))
+                .cloned()
+                .collect();
+            let key = matching
+                .first()
+                .and_then(|n| n.get(depth))
+                .map_or(k, |s| (*s).to_string());
+            let v = match v {
+                Value::Object(inner) => Value::Object(restore_case(inner, &matching, depth + 1)),
+                other => other,
+            };
+            (key, v)
+        })
+        .collect()
 }
 
 fn is_override_var(name: &str) -> bool {
@@ -243,15 +275,24 @@ mod tests {
             "{\n \"Connections\": {\n  \"HRDb\": {\"Timeout\": 3, \"SqlCommand\": \"select 1\"}\n }\n}",
         );
         let env = vec![
-            ("CONNAGENT__connections__HRDB__Timeout".to_string(), "9".to_string()),
+            (
+                "CONNAGENT__connections__HRDB__Timeout".to_string(),
+                "9".to_string(),
+            ),
             ("CONNAGENT_SETTINGS".to_string(), "x".to_string()),
             ("OTHER__A".to_string(), "y".to_string()),
         ];
         let mut d = Diagnostics::default();
         let t = SettingsTree::load(&p, &env, &mut d).unwrap();
         assert!(!d.has_errors(), "{d:?}");
-        assert_eq!(t.get(&["Connections", "HRDb", "Timeout"]), Some(&Value::from("9")));
-        assert_eq!(t.get(&["connections", "hrdb", "sqlcommand"]), Some(&Value::from("select 1")));
+        assert_eq!(
+            t.get(&["Connections", "HRDb", "Timeout"]),
+            Some(&Value::from("9"))
+        );
+        assert_eq!(
+            t.get(&["connections", "hrdb", "sqlcommand"]),
+            Some(&Value::from("select 1"))
+        );
         assert_eq!(t.root.len(), 1, "{:?}", t.root);
         assert_eq!(
             t.origin(&["Connections", "HRDb", "Timeout"]),

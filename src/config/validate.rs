@@ -37,34 +37,93 @@ fn is_display_name(attr: &str) -> bool {
 
 const AGENT_ATTRS: &[&str] = &["Identifier", "State", "URI"];
 const CONNECTOR_ATTRS: &[&str] = &[
-    "Identifier", "Agent", "IsDeactivated", "CompleteJob", "IncrementalJob",
-    "MaximumDeletedLines", "MaximumInsertedLines", "MaximumUpdatedLines",
-    "MaxPercentageDeletedLines", "MaxPercentageInsertedLines", "MaxPercentageUpdatedLines",
-    "MaximumLinkDeletedLines", "MaximumLinkInsertedLines",
-    "MaxLinkPercentageDeletedLines", "MaxLinkPercentageInsertedLines",
+    "Identifier",
+    "Agent",
+    "IsDeactivated",
+    "CompleteJob",
+    "IncrementalJob",
+    "MaximumDeletedLines",
+    "MaximumInsertedLines",
+    "MaximumUpdatedLines",
+    "MaxPercentageDeletedLines",
+    "MaxPercentageInsertedLines",
+    "MaxPercentageUpdatedLines",
+    "MaximumLinkDeletedLines",
+    "MaximumLinkInsertedLines",
+    "MaxLinkPercentageDeletedLines",
+    "MaxLinkPercentageInsertedLines",
 ];
-const CONNECTION_ATTRS: &[&str] = &["Identifier", "Connector", "Package", "DeactivationExportFulfill"];
+const CONNECTION_ATTRS: &[&str] = &[
+    "Identifier",
+    "Connector",
+    "Package",
+    "DeactivationExportFulfill",
+];
 const TRANSFORMATION_ATTRS: &[&str] = &[
-    "Type", "Table", "Column", "InputColumn", "InputColumn2", "InputColumn3", "InputColumn4",
-    "InputColumn5", "ConcatSeparator", "RemoveEmpty", "RemoveDuplicates", "SortValues", "AddedDays",
-    "MinYear", "MaxYear", "DatePattern", "WhereOperator", "WhereValue",
+    "Type",
+    "Table",
+    "Column",
+    "InputColumn",
+    "InputColumn2",
+    "InputColumn3",
+    "InputColumn4",
+    "InputColumn5",
+    "ConcatSeparator",
+    "RemoveEmpty",
+    "RemoveDuplicates",
+    "SortValues",
+    "AddedDays",
+    "MinYear",
+    "MaxYear",
+    "DatePattern",
+    "WhereOperator",
+    "WhereValue",
 ];
 const MAPPING_THRESHOLDS: &[&str] = &[
-    "MaximumDeletedLines", "MaximumInsertedLines", "MaximumUpdatedLines",
-    "MaxPercentageDeletedLines", "MaxPercentageInsertedLines", "MaxPercentageUpdatedLines",
+    "MaximumDeletedLines",
+    "MaximumInsertedLines",
+    "MaximumUpdatedLines",
+    "MaxPercentageDeletedLines",
+    "MaxPercentageInsertedLines",
+    "MaxPercentageUpdatedLines",
 ];
 const ETM_ATTRS: &[&str] = &["Identifier", "Connector", "ConnectionTable", "C0"];
-const PROPERTY_ATTRS: &[&str] = &["Identifier", "ConnectionColumn", "IsPrimaryKey", "IsUniqueKey", "Format"];
+const PROPERTY_ATTRS: &[&str] = &[
+    "Identifier",
+    "ConnectionColumn",
+    "IsPrimaryKey",
+    "IsUniqueKey",
+    "Format",
+];
 const EAM_ATTRS: &[&str] = &[
-    "Identifier", "Connector", "ConnectionTable", "Column1", "Column2", "EntityPropertyMapping1",
-    "EntityPropertyMapping2", "C0",
+    "Identifier",
+    "Connector",
+    "ConnectionTable",
+    "Column1",
+    "Column2",
+    "EntityPropertyMapping1",
+    "EntityPropertyMapping2",
+    "C0",
 ];
 const EXPORT_TASK_ATTRS: &[&str] = &[
-    "Identifier", "Agent", "OpenIdClient", "Connection", "ContinueOnError", "IgnoreCookieFile", "InitMode",
+    "Identifier",
+    "Agent",
+    "OpenIdClient",
+    "Connection",
+    "ContinueOnError",
+    "IgnoreCookieFile",
+    "InitMode",
 ];
 const JOB_ATTRS: &[&str] = &[
-    "Identifier", "Agent", "CronTabExpression", "CronTimeZone", "IsIncremental", "IsInitializationJob",
-    "IsConnectorJob", "UserStartDenied", "LogLevel",
+    "Identifier",
+    "Agent",
+    "CronTabExpression",
+    "CronTimeZone",
+    "IsIncremental",
+    "IsInitializationJob",
+    "IsConnectorJob",
+    "UserStartDenied",
+    "LogLevel",
 ];
 const STEP_ATTRS: &[&str] = &["Identifier", "Task", "Level"];
 
@@ -77,7 +136,11 @@ struct Attrs<'a> {
 
 impl<'a> Attrs<'a> {
     fn new(el: &'a RawElement, known: &'static [&'static str]) -> Self {
-        Attrs { el, known, extra: &[] }
+        Attrs {
+            el,
+            known,
+            extra: &[],
+        }
     }
 
     fn with(mut self, extra: &'static [&'static str]) -> Self {
@@ -91,7 +154,10 @@ impl<'a> Attrs<'a> {
 
     fn origin_of(&self, name: &str) -> Option<Origin> {
         Some(Origin::File(
-            self.el.attr(name).map(|a| a.loc.clone()).unwrap_or_else(|| self.el.loc.clone()),
+            self.el
+                .attr(name)
+                .map(|a| a.loc.clone())
+                .unwrap_or_else(|| self.el.loc.clone()),
         ))
     }
 
@@ -118,8 +184,11 @@ impl<'a> Attrs<'a> {
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
             Some(v) => {
                 d.push(
-                    Diagnostic::error(self.origin_of(name), format!("{name}=\"{v}\" is not a boolean"))
-                        .hint(format!("write {name}=\"true\" or {name}=\"false\"")),
+                    Diagnostic::error(
+                        self.origin_of(name),
+                        format!("{name}=\"{v}\" is not a boolean"),
+                    )
+                    .hint(format!("write {name}=\"true\" or {name}=\"false\"")),
                 );
                 default
             }
@@ -145,9 +214,15 @@ impl<'a> Attrs<'a> {
                 d.push(
                     Diagnostic::warning(
                         Some(Origin::File(a.loc.clone())),
-                        format!("<{}> has no attribute {}; it is ignored", self.el.name, a.name),
+                        format!(
+                            "<{}> has no attribute {}; it is ignored",
+                            self.el.name, a.name
+                        ),
                     )
-                    .hint(format!("check the spelling; known attributes: {}", known.join(", "))),
+                    .hint(format!(
+                        "check the spelling; known attributes: {}",
+                        known.join(", ")
+                    )),
                 );
             }
         }
@@ -195,8 +270,11 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
             serde_json::Value::Null => None,
             _ => {
                 d.push(
-                    Diagnostic::error(Some(tree.origin(path)), format!("{} must be a string", path.join(":")))
-                        .hint("put the value in double quotes"),
+                    Diagnostic::error(
+                        Some(tree.origin(path)),
+                        format!("{} must be a string", path.join(":")),
+                    )
+                    .hint("put the value in double quotes"),
                 );
                 None
             }
@@ -215,19 +293,24 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     let xml_folder = folder("XmlConfigurationPath", "xml-config", &mut d);
     let max_task_batch_size = match tree.get(&["Jobs", "MaxTaskBatchSize"]) {
         None => 5,
-        Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
-            Some(n) if (1..=1000).contains(&n) => n as usize,
-            _ => {
-                d.push(
+        Some(v) => {
+            match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            {
+                Some(n) if (1..=1000).contains(&n) => n as usize,
+                _ => {
+                    d.push(
                     Diagnostic::error(
                         Some(tree.origin(&["Jobs", "MaxTaskBatchSize"])),
                         format!("Jobs:MaxTaskBatchSize is {v}; it must be a whole number from 1 to 1000"),
                     )
                     .hint("set how many exports may run at once, e.g. 5"),
                 );
-                5
+                    5
+                }
             }
-        },
+        }
     };
     let mut sources_root_paths = Vec::new();
     if let Some(v) = tree.get(&["SourcesRootPaths"]) {
@@ -247,7 +330,10 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                             d.push(
                                 Diagnostic::warning(
                                     Some(origin),
-                                    format!("SourcesRootPaths entry {} cannot be resolved: {e}", p.display()),
+                                    format!(
+                                        "SourcesRootPaths entry {} cannot be resolved: {e}",
+                                        p.display()
+                                    ),
                                 )
                                 .hint("create the folder or remove the entry"),
                             );
@@ -256,8 +342,11 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                     }
                 }
                 None => d.push(
-                    Diagnostic::error(Some(origin), "SourcesRootPaths must be a list of folder paths")
-                        .hint("write \"SourcesRootPaths\": [\"/srv/sources\"]"),
+                    Diagnostic::error(
+                        Some(origin),
+                        "SourcesRootPaths must be a list of folder paths",
+                    )
+                    .hint("write \"SourcesRootPaths\": [\"/srv/sources\"]"),
                 ),
             }
         }
@@ -333,13 +422,23 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
             "Connection" => {
                 let a = Attrs::new(el, CONNECTION_ATTRS);
                 let id = a.required("Identifier", "the connection's identifier", &mut d);
-                let connector = a.required("Connector", "the identifier of the connector it belongs to", &mut d);
-                let package = a.required("Package", &format!("one of: {}", registry.known_names()), &mut d);
+                let connector = a.required(
+                    "Connector",
+                    "the identifier of the connector it belongs to",
+                    &mut d,
+                );
+                let package = a.required(
+                    "Package",
+                    &format!("one of: {}", registry.known_names()),
+                    &mut d,
+                );
                 let deactivation = match a.get("DeactivationExportFulfill") {
                     None => Deactivation::None,
                     Some(v) if v.eq_ignore_ascii_case("None") || v == "0" => Deactivation::None,
                     Some(v) if v.eq_ignore_ascii_case("Export") || v == "1" => Deactivation::Export,
-                    Some(v) if v.eq_ignore_ascii_case("Fulfill") || v == "2" => Deactivation::Fulfill,
+                    Some(v) if v.eq_ignore_ascii_case("Fulfill") || v == "2" => {
+                        Deactivation::Fulfill
+                    }
                     Some(v) => {
                         d.push(
                             Diagnostic::error(
@@ -365,16 +464,30 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                         let t = Attrs::new(child, TRANSFORMATION_ATTRS);
                         check_transformation(&t, id, &mut d);
                         transformations.push(Transformation {
-                            attributes: child.attrs.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+                            attributes: child
+                                .attrs
+                                .iter()
+                                .map(|a| (a.name.clone(), a.value.clone()))
+                                .collect(),
                             loc: child.loc.clone(),
                         });
                         t.finish(&mut d);
                     } else {
-                        *skipped.entry(format!("Connection/{}", child.name)).or_default() += 1;
+                        *skipped
+                            .entry(format!("Connection/{}", child.name))
+                            .or_default() += 1;
                     }
                 }
                 if let (Some(id), Some(connector), Some(package)) = (id, connector, package) {
-                    raw_connections.push((el, id, connector, package, deactivation, transformations, a.display_name(id)));
+                    raw_connections.push((
+                        el,
+                        id,
+                        connector,
+                        package,
+                        deactivation,
+                        transformations,
+                        a.display_name(id),
+                    ));
                 }
                 a.finish(&mut d);
             }
@@ -398,7 +511,10 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                     etms.push(EntityTypeMapping {
                         identifier: Ident::new(id),
                         connector: a.get("Connector").filter(|s| !s.is_empty()).map(Ident::new),
-                        connection_table: a.get("ConnectionTable").filter(|s| !s.is_empty()).map(str::to_string),
+                        connection_table: a
+                            .get("ConnectionTable")
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string),
                         connection: None,
                         properties,
                         loc: el.loc.clone(),
@@ -409,14 +525,21 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
             "EntityAssociationMapping" => {
                 let a = Attrs::new(el, EAM_ATTRS).with(MAPPING_THRESHOLDS);
                 let id = a.required("Identifier", "the entity association it maps", &mut d);
-                let connector = a.required("Connector", "the connector that holds the association", &mut d);
+                let connector = a.required(
+                    "Connector",
+                    "the connector that holds the association",
+                    &mut d,
+                );
                 let c1 = a.required("Column1", "the column holding the first end's key", &mut d);
                 let c2 = a.required("Column2", "the column holding the second end's key", &mut d);
                 if let (Some(id), Some(connector), Some(c1), Some(c2)) = (id, connector, c1, c2) {
                     eams.push(EntityAssociationMapping {
                         identifier: Ident::new(id),
                         connector: Ident::new(connector),
-                        connection_table: a.get("ConnectionTable").filter(|s| !s.is_empty()).map(str::to_string),
+                        connection_table: a
+                            .get("ConnectionTable")
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string),
                         connection: None,
                         column1: c1.to_string(),
                         column2: c2.to_string(),
@@ -460,7 +583,10 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                         continue;
                     }
                     let s = Attrs::new(child, STEP_ATTRS);
-                    let task = s.get("Task").or_else(|| s.get("Identifier")).filter(|t| !t.is_empty());
+                    let task = s
+                        .get("Task")
+                        .or_else(|| s.get("Identifier"))
+                        .filter(|t| !t.is_empty());
                     let level = match s.get("Level") {
                         None => -1,
                         Some(v) => v.parse().unwrap_or_else(|_| {
@@ -472,7 +598,13 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                         }),
                     };
                     match task {
-                        Some(t) => steps.push((JobStep { task: Ident::new(t), level }, child.loc.clone())),
+                        Some(t) => steps.push((
+                            JobStep {
+                                task: Ident::new(t),
+                                level,
+                            },
+                            child.loc.clone(),
+                        )),
                         None => d.push(
                             Diagnostic::error(child.origin(), "<Step> names no task")
                                 .hint("add Task=\"<task identifier>\""),
@@ -501,18 +633,44 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     }
 
     // ---- identity and references
-    check_duplicates("agent", agents.iter().map(|a| (&a.identifier, &a.loc)), &mut d);
-    check_duplicates("connector", connectors.iter().map(|c| (&c.identifier, &c.loc)), &mut d);
+    check_duplicates(
+        "agent",
+        agents.iter().map(|a| (&a.identifier, &a.loc)),
+        &mut d,
+    );
+    check_duplicates(
+        "connector",
+        connectors.iter().map(|c| (&c.identifier, &c.loc)),
+        &mut d,
+    );
     let conn_ids: Vec<Ident> = raw_connections.iter().map(|c| Ident::new(c.1)).collect();
     check_duplicates(
         "connection",
-        conn_ids.iter().zip(raw_connections.iter().map(|c| &c.0.loc)),
+        conn_ids
+            .iter()
+            .zip(raw_connections.iter().map(|c| &c.0.loc)),
         &mut d,
     );
-    check_duplicates("export task", tasks.iter().map(|t| (&t.identifier, &t.loc)), &mut d);
-    check_duplicates("job", jobs.iter().map(|(j, _)| (&j.identifier, &j.loc)), &mut d);
-    check_duplicates("entity type mapping", etms.iter().map(|m| (&m.identifier, &m.loc)), &mut d);
-    check_duplicates("entity association mapping", eams.iter().map(|m| (&m.identifier, &m.loc)), &mut d);
+    check_duplicates(
+        "export task",
+        tasks.iter().map(|t| (&t.identifier, &t.loc)),
+        &mut d,
+    );
+    check_duplicates(
+        "job",
+        jobs.iter().map(|(j, _)| (&j.identifier, &j.loc)),
+        &mut d,
+    );
+    check_duplicates(
+        "entity type mapping",
+        etms.iter().map(|m| (&m.identifier, &m.loc)),
+        &mut d,
+    );
+    check_duplicates(
+        "entity association mapping",
+        eams.iter().map(|m| (&m.identifier, &m.loc)),
+        &mut d,
+    );
 
     let find_connector = |id: &Ident| connectors.iter().find(|c| &c.identifier == id);
     let agent_known = |id: &Ident| id == &agent || agents.iter().any(|a| &a.identifier == id);
@@ -530,11 +688,16 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     // Settings sections, matched case-insensitively to connections.
     let sections: Vec<(String, serde_json::Value)> = match tree.get(&["Connections"]) {
         None => Vec::new(),
-        Some(serde_json::Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(serde_json::Value::Object(m)) => {
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
         Some(_) => {
             d.push(
-                Diagnostic::error(Some(tree.origin(&["Connections"])), "Connections must be an object")
-                    .hint("write \"Connections\": { \"<ConnectionIdentifier>\": { ...settings... } }"),
+                Diagnostic::error(
+                    Some(tree.origin(&["Connections"])),
+                    "Connections must be an object",
+                )
+                .hint("write \"Connections\": { \"<ConnectionIdentifier>\": { ...settings... } }"),
             );
             Vec::new()
         }
@@ -552,7 +715,9 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     }
 
     let mut connections = Vec::new();
-    for (el, id, connector_id, package_name, deactivation, transformations, display_name) in raw_connections {
+    for (el, id, connector_id, package_name, deactivation, transformations, display_name) in
+        raw_connections
+    {
         let identifier = Ident::new(id);
         let connector_id = Ident::new(connector_id);
         let connector = find_connector(&connector_id);
@@ -570,7 +735,11 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         if package.is_none() {
             d.push(
                 Diagnostic::error(
-                    Some(Origin::File(el.attr("Package").map(|a| a.loc.clone()).unwrap_or_else(|| el.loc.clone()))),
+                    Some(Origin::File(
+                        el.attr("Package")
+                            .map(|a| a.loc.clone())
+                            .unwrap_or_else(|| el.loc.clone()),
+                    )),
                     format!("connection {identifier} uses unknown package {package_name:?}"),
                 )
                 .hint(format!("use one of: {}", registry.known_names())),
@@ -611,8 +780,11 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                                 None => tree.origin(&["Connections", key]),
                             };
                             d.push(
-                                Diagnostic::error(Some(origin), format!("connection {identifier}: {}", p.message))
-                                    .hint(p.hint),
+                                Diagnostic::error(
+                                    Some(origin),
+                                    format!("connection {identifier}: {}", p.message),
+                                )
+                                .hint(p.hint),
                             );
                         }
                         for (setting, path) in package.source_paths(&settings) {
@@ -627,7 +799,11 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                                 );
                             }
                         }
-                        if ok { SettingsState::Ok(Arc::new(settings)) } else { SettingsState::Invalid }
+                        if ok {
+                            SettingsState::Ok(Arc::new(settings))
+                        } else {
+                            SettingsState::Invalid
+                        }
                     }
                     None => SettingsState::Invalid,
                 }
@@ -681,7 +857,10 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                 d.push(
                     Diagnostic::error(
                         loc_origin(loc),
-                        format!("job {} has a step for task {}, which is not declared", job.identifier, step.task),
+                        format!(
+                            "job {} has a step for task {}, which is not declared",
+                            job.identifier, step.task
+                        ),
                     )
                     .hint("declare the task (with that Identifier) or correct the step"),
                 );
@@ -691,17 +870,29 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
 
     // Mappings: connector and connection table must resolve.
     let resolve_table = |table: &str| -> Option<Ident> {
-        let base = table.strip_suffix(".csv").or_else(|| table.strip_suffix(".CSV")).unwrap_or(table);
+        let base = table
+            .strip_suffix(".csv")
+            .or_else(|| table.strip_suffix(".CSV"))
+            .unwrap_or(table);
         let prefix = base.split('_').next().unwrap_or(base);
         conn_ids.iter().find(|c| c.matches(prefix)).cloned()
     };
-    let check_mapping = |kind: &str, id: &Ident, connector: Option<&Ident>, table: Option<&String>, loc: &Location, d: &mut Diagnostics| -> Option<Ident> {
+    let check_mapping = |kind: &str,
+                         id: &Ident,
+                         connector: Option<&Ident>,
+                         table: Option<&String>,
+                         loc: &Location,
+                         d: &mut Diagnostics|
+     -> Option<Ident> {
         if let Some(c) = connector
             && find_connector(c).is_none()
         {
             d.push(
-                Diagnostic::error(loc_origin(loc), format!("{kind} {id} names connector {c}, which is not declared"))
-                    .hint("declare the <Connector> or correct the mapping's Connector attribute"),
+                Diagnostic::error(
+                    loc_origin(loc),
+                    format!("{kind} {id} names connector {c}, which is not declared"),
+                )
+                .hint("declare the <Connector> or correct the mapping's Connector attribute"),
             );
         }
         let table = table?;
@@ -720,10 +911,24 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         }
     };
     for m in &mut etms {
-        m.connection = check_mapping("entity type mapping", &m.identifier, m.connector.as_ref(), m.connection_table.as_ref(), &m.loc, &mut d);
+        m.connection = check_mapping(
+            "entity type mapping",
+            &m.identifier,
+            m.connector.as_ref(),
+            m.connection_table.as_ref(),
+            &m.loc,
+            &mut d,
+        );
     }
     for m in &mut eams {
-        m.connection = check_mapping("entity association mapping", &m.identifier, Some(&m.connector), m.connection_table.as_ref(), &m.loc, &mut d);
+        m.connection = check_mapping(
+            "entity association mapping",
+            &m.identifier,
+            Some(&m.connector),
+            m.connection_table.as_ref(),
+            &m.loc,
+            &mut d,
+        );
     }
 
     let snapshot = Snapshot {
@@ -744,17 +949,31 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         jobs: jobs.into_iter().map(|(j, _)| j).collect(),
         skipped,
     };
-    Ok(Loaded { snapshot, diagnostics: d })
+    Ok(Loaded {
+        snapshot,
+        diagnostics: d,
+    })
 }
 
 fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics) {
     const TYPES: &[&str] = &["ConcatColumns", "TransformDate", "WhereValue"];
-    const OPERATORS: &[&str] = &["Equals", "NotEquals", "Contains", "NotContains", "StartsWith", "EndsWith", "Regex"];
+    const OPERATORS: &[&str] = &[
+        "Equals",
+        "NotEquals",
+        "Contains",
+        "NotContains",
+        "StartsWith",
+        "EndsWith",
+        "Regex",
+    ];
     match t.get("Type") {
         Some(v) if TYPES.contains(&v) => {}
         Some(v) => d.push(
-            Diagnostic::error(t.origin_of("Type"), format!("Transformation Type=\"{v}\" is not known"))
-                .hint(format!("use one of {}", TYPES.join(", "))),
+            Diagnostic::error(
+                t.origin_of("Type"),
+                format!("Transformation Type=\"{v}\" is not known"),
+            )
+            .hint(format!("use one of {}", TYPES.join(", "))),
         ),
         None => d.push(
             Diagnostic::error(t.el.origin(), "<Transformation> has no Type attribute")
@@ -765,8 +984,11 @@ fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics
         && !OPERATORS.contains(&op)
     {
         d.push(
-            Diagnostic::error(t.origin_of("WhereOperator"), format!("WhereOperator=\"{op}\" is not known"))
-                .hint(format!("use one of {}", OPERATORS.join(", "))),
+            Diagnostic::error(
+                t.origin_of("WhereOperator"),
+                format!("WhereOperator=\"{op}\" is not known"),
+            )
+            .hint(format!("use one of {}", OPERATORS.join(", "))),
         );
     }
     if let (Some(table), Some(conn)) = (t.get("Table"), connection) {
@@ -795,8 +1017,13 @@ fn build_settings(
 ) -> Option<Settings> {
     let Some(obj) = value.as_object() else {
         d.push(
-            Diagnostic::error(Some(tree.origin(&["Connections", key])), format!("Connections:{key} must be an object of settings"))
-                .hint(format!("write \"{key}\": {{ \"Setting\": \"value\", ... }}")),
+            Diagnostic::error(
+                Some(tree.origin(&["Connections", key])),
+                format!("Connections:{key} must be an object of settings"),
+            )
+            .hint(format!(
+                "write \"{key}\": {{ \"Setting\": \"value\", ... }}"
+            )),
         );
         return None;
     };
@@ -806,8 +1033,14 @@ fn build_settings(
         let origin = tree.origin(&["Connections", key, name]);
         let Some(s) = spec.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
             d.push(
-                Diagnostic::warning(Some(origin), format!("Connections:{key}: unknown setting {name}; it is ignored"))
-                    .hint(format!("settings of this package: {}", spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", "))),
+                Diagnostic::warning(
+                    Some(origin),
+                    format!("Connections:{key}: unknown setting {name}; it is ignored"),
+                )
+                .hint(format!(
+                    "settings of this package: {}",
+                    spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                )),
             );
             continue;
         };
@@ -831,7 +1064,10 @@ fn build_settings(
             d.push(
                 Diagnostic::error(
                     Some(tree.origin(&["Connections", key])),
-                    format!("Connections:{key}: the required setting {} is missing", s.name),
+                    format!(
+                        "Connections:{key}: the required setting {} is missing",
+                        s.name
+                    ),
                 )
                 .hint(format!("add \"{}\": ... ({})", s.name, s.description)),
             );
@@ -851,16 +1087,27 @@ fn outside_roots(path: &Path, roots: &[PathBuf]) -> Option<String> {
         Some(parent.join(path.file_name()?))
     });
     let Some(resolved) = resolved else {
-        return Some(format!("{} cannot be resolved to check it against SourcesRootPaths", path.display()));
+        return Some(format!(
+            "{} cannot be resolved to check it against SourcesRootPaths",
+            path.display()
+        ));
     };
     if roots.iter().any(|r| resolved.starts_with(r)) {
         None
     } else {
-        let shown = if resolved == path { String::new() } else { format!(" (resolved to {})", resolved.display()) };
+        let shown = if resolved == path {
+            String::new()
+        } else {
+            format!(" (resolved to {})", resolved.display())
+        };
         Some(format!(
             "{}{shown} is outside SourcesRootPaths ({})",
             path.display(),
-            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }

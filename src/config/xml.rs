@@ -127,7 +127,8 @@ pub fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<RawEl
             }
             let (message, hint) = match e {
                 roxmltree::Error::DtdDetected => (
-                    "DTD and entity declarations are not allowed in configuration files".to_string(),
+                    "DTD and entity declarations are not allowed in configuration files"
+                        .to_string(),
                     "remove the <!DOCTYPE ...> declaration; entities are never expanded",
                 ),
                 other => (
@@ -207,7 +208,9 @@ mod tests {
         assert_eq!(els.len(), 1);
         assert_eq!(els[0].name, "Connector");
         assert_eq!((els[0].loc.line, els[0].loc.column), (3, 3));
-        let a = els[0].attr("Identifier").map(|a| (a.loc.line, a.loc.column));
+        let a = els[0]
+            .attr("Identifier")
+            .map(|a| (a.loc.line, a.loc.column));
         assert_eq!(a, Some((3, 14)));
     }
 

@@ -4,7 +4,9 @@
 pub mod sink;
 
 use crate::config::{Connection, Deactivation, Ident, SettingsState, Snapshot};
-use crate::packages::{ConnectionRef, ExportMode, ExportOutcome, FailureClass, PackageError, RowSink};
+use crate::packages::{
+    ConnectionRef, ExportMode, ExportOutcome, FailureClass, PackageError, RowSink,
+};
 use serde::Serialize;
 use sink::{CsvOutput, Progress};
 use std::sync::Arc;
@@ -53,7 +55,10 @@ pub fn not_exportable(snapshot: &Snapshot, c: &Connection) -> Option<String> {
             c.identifier
         ));
     }
-    if let Some(conn) = snapshot.connectors.iter().find(|k| k.identifier == c.connector)
+    if let Some(conn) = snapshot
+        .connectors
+        .iter()
+        .find(|k| k.identifier == c.connector)
         && conn.is_deactivated
     {
         return Some(format!(
@@ -78,15 +83,28 @@ pub fn not_exportable(snapshot: &Snapshot, c: &Connection) -> Option<String> {
 
 /// Turns a request into runs. `complete` forces complete mode; otherwise a task's
 /// `IgnoreCookieFile` decides, and connections run incrementally.
-pub fn plan(snapshot: &Snapshot, target: &Target, complete: bool) -> Result<Vec<PlannedRun>, PlanError> {
+pub fn plan(
+    snapshot: &Snapshot,
+    target: &Target,
+    complete: bool,
+) -> Result<Vec<PlannedRun>, PlanError> {
     let mode_for = |ignore_cookies: bool| {
-        if complete || ignore_cookies { ExportMode::Complete } else { ExportMode::Incremental }
+        if complete || ignore_cookies {
+            ExportMode::Complete
+        } else {
+            ExportMode::Incremental
+        }
     };
     let lookup = |id: &str| {
         snapshot.connection(id).ok_or_else(|| {
             plan_error(format!(
                 "there is no connection {id:?}; known connections: {}",
-                snapshot.connections.iter().map(|c| c.identifier.to_string()).collect::<Vec<_>>().join(", ")
+                snapshot
+                    .connections
+                    .iter()
+                    .map(|c| c.identifier.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
     };
@@ -95,7 +113,12 @@ pub fn plan(snapshot: &Snapshot, target: &Target, complete: bool) -> Result<Vec<
             let t = snapshot.export_task(id).ok_or_else(|| {
                 plan_error(format!(
                     "there is no export task {id:?}; known export tasks: {}",
-                    snapshot.export_tasks.iter().map(|t| t.identifier.to_string()).collect::<Vec<_>>().join(", ")
+                    snapshot
+                        .export_tasks
+                        .iter()
+                        .map(|t| t.identifier.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })?;
             if !t.served {
@@ -168,9 +191,16 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum RunOutcome {
-    Published { tables: Vec<PublishedTable> },
-    NotRun { reason: String },
-    Failed { class: FailureClass, message: String },
+    Published {
+        tables: Vec<PublishedTable>,
+    },
+    NotRun {
+        reason: String,
+    },
+    Failed {
+        class: FailureClass,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,13 +238,19 @@ pub async fn run_one(
     };
     let failed = |class, message: String| RunOutcome::Failed { class, message };
     let Some(conn) = snapshot.connection(run.connection.as_str()) else {
-        return report(failed(FailureClass::Config, format!("connection {} is no longer configured", run.connection)));
+        return report(failed(
+            FailureClass::Config,
+            format!("connection {} is no longer configured", run.connection),
+        ));
     };
     if let Some(why) = not_exportable(snapshot, conn) {
         return report(failed(FailureClass::Config, why));
     }
     let (SettingsState::Ok(settings), Some(package)) = (&conn.settings, &conn.package) else {
-        return report(failed(FailureClass::Config, format!("connection {} cannot be exported", conn.identifier)));
+        return report(failed(
+            FailureClass::Config,
+            format!("connection {} cannot be exported", conn.identifier),
+        ));
     };
     let redactor = settings.redactor();
     let out_dir = snapshot.export_output_folder();
@@ -228,7 +264,12 @@ pub async fn run_one(
         tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
     }
     let run_cancel = cancel.child_token();
-    let output = Arc::new(CsvOutput::new(&out_dir, conn.identifier.as_str(), run_cancel.clone(), progress));
+    let output = Arc::new(CsvOutput::new(
+        &out_dir,
+        conn.identifier.as_str(),
+        run_cancel.clone(),
+        progress,
+    ));
     let cref = ConnectionRef {
         identifier: conn.identifier.clone(),
         settings: settings.clone(),
@@ -241,7 +282,9 @@ pub async fn run_one(
     let handle = tokio::spawn(async move { package.export(&cref, mode, sink).await });
     let result = match handle.await {
         Ok(r) => r,
-        Err(e) => Err(PackageError::system(format!("the export stopped unexpectedly: {e}"))),
+        Err(e) => Err(PackageError::system(format!(
+            "the export stopped unexpectedly: {e}"
+        ))),
     };
     let outcome = match result {
         Ok(ExportOutcome::Exported) => {
@@ -265,7 +308,11 @@ pub async fn run_one(
         }
         Ok(ExportOutcome::NotRun { reason }) => RunOutcome::NotRun { reason },
         Err(e) => {
-            let class = if cancel.is_cancelled() { FailureClass::Cancelled } else { e.class };
+            let class = if cancel.is_cancelled() {
+                FailureClass::Cancelled
+            } else {
+                e.class
+            };
             failed(class, redactor.redact(&e.message))
         }
     };

@@ -79,7 +79,12 @@ impl<W: Write> Write for Counting<W> {
 }
 
 impl CsvOutput {
-    pub fn new(dir: &Path, connection: &str, cancel: CancellationToken, progress: Arc<Progress>) -> Self {
+    pub fn new(
+        dir: &Path,
+        connection: &str,
+        cancel: CancellationToken,
+        progress: Arc<Progress>,
+    ) -> Self {
         CsvOutput {
             dir: dir.to_path_buf(),
             connection: connection.to_string(),
@@ -99,7 +104,8 @@ impl CsvOutput {
         let prefix = format!("{connection}_").to_ascii_lowercase();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_ascii_lowercase();
-            if (name == single || (name.starts_with(&prefix) && name.ends_with(&format!(".csv{PARTIAL_SUFFIX}"))))
+            if (name == single
+                || (name.starts_with(&prefix) && name.ends_with(&format!(".csv{PARTIAL_SUFFIX}"))))
                 && std::fs::remove_file(e.path()).is_ok()
             {
                 removed.push(e.path());
@@ -110,7 +116,10 @@ impl CsvOutput {
 
     /// Waits for every writer thread to end.
     fn join_all(&self) {
-        let threads: Vec<JoinHandle<()>> = lock(&self.tables).iter_mut().filter_map(|t| t.thread.take()).collect();
+        let threads: Vec<JoinHandle<()>> = lock(&self.tables)
+            .iter_mut()
+            .filter_map(|t| t.thread.take())
+            .collect();
         for t in threads {
             let _ = t.join();
         }
@@ -136,7 +145,10 @@ impl CsvOutput {
         for (t, f) in done {
             std::fs::rename(&t.partial, &t.final_path).map_err(|e| SinkError::Write {
                 file: t.file.clone(),
-                message: format!("cannot rename {} to its final name: {e}", t.partial.display()),
+                message: format!(
+                    "cannot rename {} to its final name: {e}",
+                    t.partial.display()
+                ),
             })?;
             out.push(f);
         }
@@ -200,7 +212,13 @@ impl TableOpener for CsvOutput {
             state,
             thread: Some(thread),
         });
-        Ok(TableWriter::new(file, columns.len(), tx, done_rx, self.cancel.clone()))
+        Ok(TableWriter::new(
+            file,
+            columns.len(),
+            tx,
+            done_rx,
+            self.cancel.clone(),
+        ))
     }
 }
 
@@ -213,7 +231,12 @@ struct WriterJob {
 }
 
 impl WriterJob {
-    fn run(self, f: File, mut rx: mpsc::Receiver<Batch>, done: oneshot::Sender<Result<TableStats, SinkError>>) {
+    fn run(
+        self,
+        f: File,
+        mut rx: mpsc::Receiver<Batch>,
+        done: oneshot::Sender<Result<TableStats, SinkError>>,
+    ) {
         let started = Instant::now();
         let result = self.write(f, &mut rx, started);
         let (state, reply) = match result {
@@ -234,7 +257,12 @@ impl WriterJob {
     }
 
     /// `Ok(None)` when the table was abandoned (the sender went away without finishing).
-    fn write(&self, f: File, rx: &mut mpsc::Receiver<Batch>, started: Instant) -> Result<Option<FinishedTable>, SinkError> {
+    fn write(
+        &self,
+        f: File,
+        rx: &mut mpsc::Receiver<Batch>,
+        started: Instant,
+    ) -> Result<Option<FinishedTable>, SinkError> {
         let werr = |e: std::io::Error| SinkError::Write {
             file: self.file.clone(),
             message: e.to_string(),
@@ -261,15 +289,21 @@ impl WriterJob {
                     for row in &batch {
                         fields.clear();
                         fields.extend(row.iter().map(|v| v.to_text()));
-                        w.write_record(fields.iter().map(|f| f.as_bytes())).map_err(cerr)?;
+                        w.write_record(fields.iter().map(|f| f.as_bytes()))
+                            .map_err(cerr)?;
                     }
                     rows += batch.len() as u64;
-                    self.progress.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.progress
+                        .rows
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
                 Batch::Finish => {
                     let counting = w.into_inner().map_err(|e| werr(e.into_error()))?;
                     let bytes = counting.bytes;
-                    let file = counting.inner.into_inner().map_err(|e| werr(e.into_error()))?;
+                    let file = counting
+                        .inner
+                        .into_inner()
+                        .map_err(|e| werr(e.into_error()))?;
                     file.sync_all().map_err(werr)?;
                     return Ok(Some(FinishedTable {
                         stats: TableStats {

@@ -90,7 +90,9 @@ impl ConnectionString {
                         value.push(c);
                     }
                     if !closed {
-                        return Err(format!("the value of {key:?} opens a quote that is never closed"));
+                        return Err(format!(
+                            "the value of {key:?} opens a quote that is never closed"
+                        ));
                     }
                     while chars.peek().is_some_and(|c| c.is_whitespace()) {
                         chars.next();

@@ -83,7 +83,11 @@ const SETTINGS: &[SettingSpec] = &[
 
 static INFO: PackageInfo = PackageInfo {
     id: "Csv",
-    aliases: &["Usercube.CSV@0000001", "Usercube.CSV.Complete@0000001", "CSV"],
+    aliases: &[
+        "Usercube.CSV@0000001",
+        "Usercube.CSV.Complete@0000001",
+        "CSV",
+    ],
     category: Category::File,
     description: "Delimited text file",
     has_incremental: true,
@@ -105,12 +109,18 @@ pub fn encoding_for(name: &str) -> Option<&'static Encoding> {
 
 fn separator(settings: &Settings) -> Result<u8, Problem> {
     let s = settings.text("Separator").unwrap_or(",");
-    let s = if s.eq_ignore_ascii_case("\\t") || s.eq_ignore_ascii_case("tab") { "\t" } else { s };
+    let s = if s.eq_ignore_ascii_case("\\t") || s.eq_ignore_ascii_case("tab") {
+        "\t"
+    } else {
+        s
+    };
     match s.as_bytes() {
         [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Ok(*b),
         _ => Err(Problem::new(
             Some("Separator"),
-            format!("Separator must be one ASCII character other than a quote or a line break, not {s:?}"),
+            format!(
+                "Separator must be one ASCII character other than a quote or a line break, not {s:?}"
+            ),
             "use for example \",\", \";\", \"|\" or \"\\t\"",
         )),
     }
@@ -136,11 +146,18 @@ fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBu
         return Ok(path.to_path_buf());
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let pattern = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let re = regex::Regex::new(&format!("^(?:{pattern})$"))
-        .map_err(|e| PackageError::config(format!("{setting}: the file name is not a valid regular expression: {e}")))?;
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| PackageError::config(format!("{setting}: cannot list {}: {e}", dir.display())))?;
+    let pattern = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        PackageError::config(format!(
+            "{setting}: the file name is not a valid regular expression: {e}"
+        ))
+    })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        PackageError::config(format!("{setting}: cannot list {}: {e}", dir.display()))
+    })?;
     let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -151,7 +168,10 @@ fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBu
         if !meta.is_file() {
             continue;
         }
-        let when = meta.created().or_else(|_| meta.modified()).unwrap_or(std::time::UNIX_EPOCH);
+        let when = meta
+            .created()
+            .or_else(|_| meta.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
         let p = entry.path();
         if best.as_ref().is_none_or(|(t, bp)| (when, &p) > (*t, bp)) {
             best = Some((when, p));
@@ -220,7 +240,12 @@ fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError>
         .from_reader(boxed);
     let headers = reader
         .headers()
-        .map_err(|e| PackageError::source(format!("{}: cannot read the header line: {e}", file.display())))?
+        .map_err(|e| {
+            PackageError::source(format!(
+                "{}: cannot read the header line: {e}",
+                file.display()
+            ))
+        })?
         .clone();
     let trims = settings.list("ValuesToTrim");
     let mut columns: Vec<(usize, String)> = Vec::new();
@@ -246,7 +271,11 @@ fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError>
             sep as char
         )));
     }
-    Ok(Input { file, columns, reader })
+    Ok(Input {
+        file,
+        columns,
+        reader,
+    })
 }
 
 impl CsvPackage {
@@ -266,7 +295,9 @@ impl CsvPackage {
                 return Ok(i);
             }
         }
-        Err(PackageError::config("neither Path nor PathIncremental is set"))
+        Err(PackageError::config(
+            "neither Path nor PathIncremental is set",
+        ))
     }
 }
 
@@ -297,7 +328,10 @@ impl Package for CsvPackage {
                 "use UTF-8, UTF-16LE, UTF-16BE, Windows-1252 or ISO-8859-1 (WHATWG encoding labels are accepted)",
             ));
         }
-        if settings.integer("NumberOfLinesToSkip").is_some_and(|n| n < 0) {
+        if settings
+            .integer("NumberOfLinesToSkip")
+            .is_some_and(|n| n < 0)
+        {
             problems.push(Problem::new(
                 Some("NumberOfLinesToSkip"),
                 "NumberOfLinesToSkip cannot be negative",
@@ -305,12 +339,21 @@ impl Package for CsvPackage {
             ));
         }
         for setting in ["Path", "PathIncremental"] {
-            let Some(path) = settings.path(setting) else { continue };
+            let Some(path) = settings.path(setting) else {
+                continue;
+            };
             if settings.boolean("IsFileNameRegex") {
-                let name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 if let Err(e) = regex::Regex::new(&name) {
                     problems.push(Problem::new(
-                        Some(if setting == "Path" { "Path" } else { "PathIncremental" }),
+                        Some(if setting == "Path" {
+                            "Path"
+                        } else {
+                            "PathIncremental"
+                        }),
                         format!("the file name {name:?} is not a valid regular expression: {e}"),
                         "fix the regular expression, or set IsFileNameRegex to false",
                     ));
@@ -326,8 +369,19 @@ impl Package for CsvPackage {
             .into_iter()
             .filter_map(|s| {
                 let p = settings.path(s)?;
-                let p = if regex { p.parent().map(Path::to_path_buf)? } else { p };
-                Some((if s == "Path" { "Path" } else { "PathIncremental" }, p))
+                let p = if regex {
+                    p.parent().map(Path::to_path_buf)?
+                } else {
+                    p
+                };
+                Some((
+                    if s == "Path" {
+                        "Path"
+                    } else {
+                        "PathIncremental"
+                    },
+                    p,
+                ))
             })
             .collect()
     }
@@ -343,12 +397,19 @@ impl Package for CsvPackage {
                         path_setting(mode),
                         input.file.display(),
                         input.columns.len(),
-                        input.columns.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join(", ")
+                        input
+                            .columns
+                            .iter()
+                            .map(|(_, c)| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
             }
             if checks.is_empty() {
-                return Err(PackageError::config("neither Path nor PathIncremental is set"));
+                return Err(PackageError::config(
+                    "neither Path nor PathIncremental is set",
+                ));
             }
             Ok(TestReport { checks })
         })
@@ -384,7 +445,12 @@ impl Package for CsvPackage {
         .await
     }
 
-    async fn export(&self, conn: &ConnectionRef, mode: ExportMode, sink: RowSink) -> Result<ExportOutcome, PackageError> {
+    async fn export(
+        &self,
+        conn: &ConnectionRef,
+        mode: ExportMode,
+        sink: RowSink,
+    ) -> Result<ExportOutcome, PackageError> {
         let conn = conn.clone();
         run_blocking(move || {
             let Some(mut input) = Self::input_for(&conn, mode)? else {
@@ -447,7 +513,10 @@ mod tests {
         assert_eq!(encoding_for("Unicode"), Some(encoding_rs::UTF_16LE));
         assert_eq!(encoding_for("utf-16be"), Some(encoding_rs::UTF_16BE));
         assert_eq!(encoding_for("ISO-8859-1"), Some(encoding_rs::WINDOWS_1252));
-        assert_eq!(encoding_for("Windows-1252"), Some(encoding_rs::WINDOWS_1252));
+        assert_eq!(
+            encoding_for("Windows-1252"),
+            Some(encoding_rs::WINDOWS_1252)
+        );
         assert_eq!(encoding_for("klingon"), None);
     }
 }

@@ -60,7 +60,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(setting: Option<&'static str>, message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn new(
+        setting: Option<&'static str>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         Problem {
             setting,
             message: message.into(),
@@ -89,16 +93,28 @@ pub struct PackageError {
 
 impl PackageError {
     pub fn config(message: impl Into<String>) -> Self {
-        PackageError { class: FailureClass::Config, message: message.into() }
+        PackageError {
+            class: FailureClass::Config,
+            message: message.into(),
+        }
     }
     pub fn source(message: impl Into<String>) -> Self {
-        PackageError { class: FailureClass::Source, message: message.into() }
+        PackageError {
+            class: FailureClass::Source,
+            message: message.into(),
+        }
     }
     pub fn system(message: impl Into<String>) -> Self {
-        PackageError { class: FailureClass::System, message: message.into() }
+        PackageError {
+            class: FailureClass::System,
+            message: message.into(),
+        }
     }
     pub fn cancelled() -> Self {
-        PackageError { class: FailureClass::Cancelled, message: "the export was cancelled".into() }
+        PackageError {
+            class: FailureClass::Cancelled,
+            message: "the export was cancelled".into(),
+        }
     }
 }
 
@@ -222,6 +238,8 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(PackageError::system(format!("the package task failed: {e}"))),
+        Err(e) => Err(PackageError::system(format!(
+            "the package task failed: {e}"
+        ))),
     }
 }

@@ -69,7 +69,11 @@ impl RowSink {
         RowSink { opener }
     }
 
-    pub fn table(&self, table: Option<&str>, columns: Vec<String>) -> Result<TableWriter, SinkError> {
+    pub fn table(
+        &self,
+        table: Option<&str>,
+        columns: Vec<String>,
+    ) -> Result<TableWriter, SinkError> {
         if let Some(t) = table {
             check_table_name(t)?;
         }
@@ -81,11 +85,14 @@ impl RowSink {
 pub fn check_table_name(t: &str) -> Result<(), SinkError> {
     let ok = !t.is_empty()
         && t.len() <= 200
-        && t
-            .chars()
+        && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         && !t.starts_with('.');
-    if ok { Ok(()) } else { Err(SinkError::BadTableName(t.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(SinkError::BadTableName(t.to_string()))
+    }
 }
 
 /// The sending side of one table.
@@ -140,7 +147,10 @@ impl TableWriter {
     }
 
     fn take_batch(&mut self) -> Batch {
-        Batch::Rows(std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS)))
+        Batch::Rows(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH_ROWS),
+        ))
     }
 
     /// The writer stopped: fetch its error.

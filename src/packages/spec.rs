@@ -113,7 +113,11 @@ pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValu
         },
         SettingKind::Integer => match raw {
             J::Number(n) => n.as_i64().map(SettingValue::Integer).ok_or_else(wrong),
-            J::String(s) => s.trim().parse().map(SettingValue::Integer).map_err(|_| wrong()),
+            J::String(s) => s
+                .trim()
+                .parse()
+                .map(SettingValue::Integer)
+                .map_err(|_| wrong()),
             _ => Err(wrong()),
         },
         SettingKind::Boolean => match raw {
@@ -142,7 +146,9 @@ pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValu
                     items.push((i, s.clone()));
                 }
                 items.sort();
-                Ok(SettingValue::TextList(items.into_iter().map(|(_, s)| s).collect()))
+                Ok(SettingValue::TextList(
+                    items.into_iter().map(|(_, s)| s).collect(),
+                ))
             }
             _ => Err(wrong()),
         },
@@ -340,9 +346,7 @@ impl Settings {
                     Some(SettingValue::Text(s)) => s.clone(),
                     Some(SettingValue::Integer(i)) => i.to_string(),
                     Some(SettingValue::Boolean(b)) => b.to_string(),
-                    Some(SettingValue::TextList(l)) => {
-                        serde_json::to_string(l).unwrap_or_default()
-                    }
+                    Some(SettingValue::TextList(l)) => serde_json::to_string(l).unwrap_or_default(),
                     Some(SettingValue::ConnectionString(c)) => c.redacted(),
                     Some(SettingValue::Structured(v)) => v.to_string(),
                 };

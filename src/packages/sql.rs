@@ -95,7 +95,8 @@ pub fn one_line(s: &str, max: usize) -> String {
 /// Checks the query settings: something to export, and a well-formed `Tables` list.
 pub fn check_queries(settings: &Settings) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let has_main = settings.non_empty("SqlCommand").is_some() || settings.non_empty("SqlFile").is_some();
+    let has_main =
+        settings.non_empty("SqlCommand").is_some() || settings.non_empty("SqlFile").is_some();
     match settings.structured("Tables") {
         Some(t) => {
             if let Err(p) = parse_tables(t) {
@@ -149,7 +150,9 @@ fn parse_tables(v: &serde_json::Value) -> Result<Vec<TableQuery>, Problem> {
             .as_object()
             .ok_or_else(|| bad(format!("Tables item {i} is not an object")))?;
         let field = |k: &str| {
-            crate::config::settings::get_ci(obj, k).and_then(|v| v.as_str()).map(str::trim)
+            crate::config::settings::get_ci(obj, k)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
         };
         let name = field("Name")
             .filter(|n| !n.is_empty())
@@ -160,17 +163,27 @@ fn parse_tables(v: &serde_json::Value) -> Result<Vec<TableQuery>, Problem> {
                 "Tables item {i}: the Name {name:?} is used twice (names are compared without case)"
             )));
         }
-        let source = match (field("Table").filter(|s| !s.is_empty()), field("SqlCommand").filter(|s| !s.is_empty())) {
+        let source = match (
+            field("Table").filter(|s| !s.is_empty()),
+            field("SqlCommand").filter(|s| !s.is_empty()),
+        ) {
             (Some(t), None) => QuerySource::Table(t.to_string()),
             (None, Some(q)) => QuerySource::Sql(q.to_string()),
             (Some(_), Some(_)) => {
-                return Err(bad(format!("Tables item {i} ({name}) has both Table and SqlCommand; keep one")));
+                return Err(bad(format!(
+                    "Tables item {i} ({name}) has both Table and SqlCommand; keep one"
+                )));
             }
             (None, None) => {
-                return Err(bad(format!("Tables item {i} ({name}) needs Table or SqlCommand")));
+                return Err(bad(format!(
+                    "Tables item {i} ({name}) needs Table or SqlCommand"
+                )));
             }
         };
-        out.push(TableQuery { name: Some(name.to_string()), source });
+        out.push(TableQuery {
+            name: Some(name.to_string()),
+            source,
+        });
     }
     Ok(out)
 }
@@ -179,12 +192,18 @@ fn parse_tables(v: &serde_json::Value) -> Result<Vec<TableQuery>, Problem> {
 pub fn table_queries(settings: &Settings) -> Result<Vec<TableQuery>, PackageError> {
     let mut out = Vec::new();
     if let Some(q) = settings.non_empty("SqlCommand") {
-        out.push(TableQuery { name: None, source: QuerySource::Sql(q.to_string()) });
+        out.push(TableQuery {
+            name: None,
+            source: QuerySource::Sql(q.to_string()),
+        });
     } else if let Some(path) = settings.path("SqlFile") {
         let sql = std::fs::read_to_string(&path).map_err(|e| {
             PackageError::config(format!("cannot read SqlFile {}: {e}", path.display()))
         })?;
-        out.push(TableQuery { name: None, source: QuerySource::Sql(sql) });
+        out.push(TableQuery {
+            name: None,
+            source: QuerySource::Sql(sql),
+        });
     }
     if let Some(t) = settings.structured("Tables") {
         out.extend(parse_tables(t).map_err(|p| PackageError::config(p.message))?);

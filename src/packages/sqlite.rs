@@ -1,8 +1,8 @@
 //! The `Sqlite` package: an embedded database file, opened read-only. The demo and test default.
 
 use super::connstr::Part;
-use super::sql::{self, QuerySource, TableQuery};
 use super::spec::{Section, SettingKind, SettingSpec, Settings};
+use super::sql::{self, QuerySource, TableQuery};
 use super::value::Value;
 use super::{
     Category, ConnectionRef, ExportMode, ExportOutcome, Package, PackageError, PackageInfo,
@@ -48,8 +48,17 @@ impl SqlitePackage {
         let hint = "write ConnectionString as \"Data Source=path/to/file.db\"";
         let cs = settings
             .connection_string("ConnectionString")
-            .ok_or_else(|| Problem::new(Some("ConnectionString"), "ConnectionString is not set", hint))?;
-        if cs.get(&["Password", "PWD"]).is_some_and(|p| matches!(p, Part::Secret(_))) {
+            .ok_or_else(|| {
+                Problem::new(
+                    Some("ConnectionString"),
+                    "ConnectionString is not set",
+                    hint,
+                )
+            })?;
+        if cs
+            .get(&["Password", "PWD"])
+            .is_some_and(|p| matches!(p, Part::Secret(_)))
+        {
             return Err(Problem::new(
                 Some("ConnectionString"),
                 "encrypted SQLite databases are not supported: the bundled SQLite has no encryption",
@@ -60,7 +69,11 @@ impl SqlitePackage {
             .plain(&["Data Source", "DataSource", "Filename"])
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| {
-                Problem::new(Some("ConnectionString"), "the connection string has no Data Source", hint)
+                Problem::new(
+                    Some("ConnectionString"),
+                    "the connection string has no Data Source",
+                    hint,
+                )
             })?;
         if source == ":memory:" {
             return Err(Problem::new(
@@ -73,7 +86,8 @@ impl SqlitePackage {
     }
 
     fn open(conn: &ConnectionRef) -> Result<Connection, PackageError> {
-        let path = Self::database_path(&conn.settings).map_err(|p| PackageError::config(p.message))?;
+        let path =
+            Self::database_path(&conn.settings).map_err(|p| PackageError::config(p.message))?;
         if !path.is_file() {
             return Err(PackageError::config(format!(
                 "the SQLite database {} does not exist; check Data Source in ConnectionString",
@@ -111,7 +125,13 @@ enum Stage {
     Read,
 }
 
-fn query_error(q: &TableQuery, e: rusqlite::Error, stage: Stage, cancel: &CancellationToken, timeout: Option<i64>) -> PackageError {
+fn query_error(
+    q: &TableQuery,
+    e: rusqlite::Error,
+    stage: Stage,
+    cancel: &CancellationToken,
+    timeout: Option<i64>,
+) -> PackageError {
     if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted)
     {
         if cancel.is_cancelled() {
@@ -198,15 +218,22 @@ fn convert(v: ValueRef<'_>, hint: Hint) -> Value {
                 Hint::Date => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
                     .map(Value::Date)
                     .unwrap_or_else(|_| Value::Text(s.into_owned())),
-                Hint::DateTime => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
-                    .iter()
-                    .find_map(|f| NaiveDateTime::parse_from_str(&s, f).ok())
-                    .map(Value::DateTime)
-                    .unwrap_or_else(|| Value::Text(s.into_owned())),
+                Hint::DateTime => [
+                    "%Y-%m-%d %H:%M:%S%.f",
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                    "%Y-%m-%d %H:%M",
+                    "%Y-%m-%dT%H:%M",
+                ]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(&s, f).ok())
+                .map(Value::DateTime)
+                .unwrap_or_else(|| Value::Text(s.into_owned())),
                 Hint::Bool if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
                     Value::Bool(s.eq_ignore_ascii_case("true"))
                 }
-                Hint::Guid => parse_guid(&s).map(Value::Guid).unwrap_or_else(|| Value::Text(s.into_owned())),
+                Hint::Guid => parse_guid(&s)
+                    .map(Value::Guid)
+                    .unwrap_or_else(|| Value::Text(s.into_owned())),
                 _ => Value::Text(s.into_owned()),
             }
         }
@@ -218,7 +245,11 @@ fn convert(v: ValueRef<'_>, hint: Hint) -> Value {
 }
 
 fn parse_guid(s: &str) -> Option<[u8; 16]> {
-    let hex: String = s.trim_matches(|c| c == '{' || c == '}').chars().filter(|c| *c != '-').collect();
+    let hex: String = s
+        .trim_matches(|c| c == '{' || c == '}')
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
     if hex.len() != 32 || s.trim_matches(|c| c == '{' || c == '}').len() != 36 {
         return None;
     }
@@ -240,20 +271,32 @@ fn keys_of(db: &Connection, table: &str) -> Vec<(String, KeyType)> {
     if let Ok(mut st) = db.prepare(&pragma("table_info", name)) {
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(5)?)));
         if let Ok(rows) = rows {
-            keys.extend(rows.flatten().filter(|(_, pk)| *pk > 0).map(|(c, _)| (c.to_ascii_lowercase(), KeyType::Primary)));
+            keys.extend(
+                rows.flatten()
+                    .filter(|(_, pk)| *pk > 0)
+                    .map(|(c, _)| (c.to_ascii_lowercase(), KeyType::Primary)),
+            );
         }
     }
     let indexes: Vec<String> = db
         .prepare(&pragma("index_list", name))
         .and_then(|mut st| {
             st.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
-                .map(|rows| rows.flatten().filter(|(_, u)| *u == 1).map(|(n, _)| n).collect())
+                .map(|rows| {
+                    rows.flatten()
+                        .filter(|(_, u)| *u == 1)
+                        .map(|(n, _)| n)
+                        .collect()
+                })
         })
         .unwrap_or_default();
     for idx in indexes {
         let cols: Vec<String> = db
             .prepare(&pragma("index_info", &idx))
-            .and_then(|mut st| st.query_map([], |r| r.get::<_, String>(2)).map(|r| r.flatten().collect()))
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(2))
+                    .map(|r| r.flatten().collect())
+            })
             .unwrap_or_default();
         if let [c] = cols.as_slice()
             && !keys.iter().any(|(k, _)| k.eq_ignore_ascii_case(c))
@@ -306,13 +349,26 @@ impl Package for SqlitePackage {
                 .map_err(|e| PackageError::source(format!("cannot read the database: {e}")))?;
             let mut checks = vec![format!(
                 "opened {} read-only (SQLite {}, {objects} schema objects)",
-                Self::database_path(&conn.settings).map(|p| p.display().to_string()).unwrap_or_default(),
+                Self::database_path(&conn.settings)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 rusqlite::version()
             )];
             for q in sql::table_queries(&conn.settings)? {
-                db.prepare(&q.sql(sql::quote_ansi))
-                    .map_err(|e| query_error(&q, e, Stage::Prepare, &conn.cancel, conn.settings.integer("Timeout")))?;
-                checks.push(format!("{}: {} compiles", table_name(conn.identifier.as_str(), &q), q.describe()));
+                db.prepare(&q.sql(sql::quote_ansi)).map_err(|e| {
+                    query_error(
+                        &q,
+                        e,
+                        Stage::Prepare,
+                        &conn.cancel,
+                        conn.settings.integer("Timeout"),
+                    )
+                })?;
+                checks.push(format!(
+                    "{}: {} compiles",
+                    table_name(conn.identifier.as_str(), &q),
+                    q.describe()
+                ));
             }
             Ok(TestReport { checks })
         })
@@ -364,7 +420,12 @@ impl Package for SqlitePackage {
         .await
     }
 
-    async fn export(&self, conn: &ConnectionRef, _mode: ExportMode, sink: RowSink) -> Result<ExportOutcome, PackageError> {
+    async fn export(
+        &self,
+        conn: &ConnectionRef,
+        _mode: ExportMode,
+        sink: RowSink,
+    ) -> Result<ExportOutcome, PackageError> {
         let conn = conn.clone();
         run_blocking(move || {
             let mut db = Self::open(&conn)?;
@@ -373,7 +434,9 @@ impl Package for SqlitePackage {
             // One read transaction: every table comes from the same snapshot of the database.
             let tx = db
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)
-                .map_err(|e| PackageError::source(format!("cannot start a read transaction: {e}")))?;
+                .map_err(|e| {
+                    PackageError::source(format!("cannot start a read transaction: {e}"))
+                })?;
             for q in &queries {
                 let mut st = tx
                     .prepare(&q.sql(sql::quote_ansi))
@@ -381,12 +444,16 @@ impl Package for SqlitePackage {
                 let names: Vec<String> = st.columns().map(|c| c.name().to_string()).collect();
                 let hints: Vec<Hint> = st.columns().map(|c| hint(c.decl_type())).collect();
                 let mut writer = sink.table(q.name.as_deref(), names)?;
-                let mut rows = st.query([]).map_err(|e| query_error(q, e, Stage::Read, &conn.cancel, timeout))?;
+                let mut rows = st
+                    .query([])
+                    .map_err(|e| query_error(q, e, Stage::Read, &conn.cancel, timeout))?;
                 loop {
                     let row = match rows.next() {
                         Ok(Some(r)) => r,
                         Ok(None) => break,
-                        Err(e) => return Err(query_error(q, e, Stage::Read, &conn.cancel, timeout)),
+                        Err(e) => {
+                            return Err(query_error(q, e, Stage::Read, &conn.cancel, timeout));
+                        }
                     };
                     let mut out = Vec::with_capacity(hints.len());
                     for (i, h) in hints.iter().enumerate() {

@@ -90,8 +90,7 @@ impl SchemaStore {
             source,
         };
         std::fs::create_dir_all(&self.dir).map_err(err)?;
-        let text = serde_json::to_vec_pretty(schema)
-            .map_err(|e| err(std::io::Error::other(e)))?;
+        let text = serde_json::to_vec_pretty(schema).map_err(|e| err(std::io::Error::other(e)))?;
         crate::fsutil::write_atomically(&path, &text).map_err(err)?;
         Ok(path)
     }

@@ -25,8 +25,12 @@ impl Output {
         format!("{}\n{}", self.stdout, self.stderr)
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -40,7 +44,10 @@ impl Workspace {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("xml-config")).expect("xml dir");
-        Workspace { dir, env: Vec::new() }
+        Workspace {
+            dir,
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -107,7 +114,11 @@ impl Workspace {
     /// Every file name in the output folder, sorted.
     pub fn output_names(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path("Temp/ExportOutput"))
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -131,7 +142,11 @@ json.dump(rows, sys.stdout)\n";
         .arg(path)
         .output()
         .expect("python3 is needed by the tests (apt-get install python3)");
-    assert!(out.status.success(), "python csv failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python csv failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("python output")
 }
 
@@ -140,7 +155,9 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command (README): checks formatting and lints, then runs every test.
+# Installs what the tests need when it is missing and we are root (python3 reads CSV back
+# as an independent parser).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "missing: ${need_apt[*]} (install them: apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
