@@ -508,3 +508,28 @@ fn missing_settings_file_and_usage_errors() {
     assert_eq!(ws.run(&["export", "--all", "--task", "x"]).code, 2);
     assert_eq!(ws.run(&["--help"]).code, 0);
 }
+
+#[test]
+fn dotted_identifiers_work_in_the_file_and_in_the_environment() {
+    let mut ws = Workspace::new();
+    ws.write("sources/a.csv", "id\n1\n");
+    ws.write("sources/b.csv", "id\n2\n");
+    ws.settings(json!({"Connections": {"hr.people-2": {"Path": "sources/a.csv"}}}));
+    ws.write("xml-config/a.xml", conn("<Connection Identifier=\"HR.People-2\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>"));
+    let out = ws.run(&["export", "--connection", "hr.PEOPLE-2", "--complete"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        python_csv(&ws.output_file("HR.People-2.csv")),
+        [["id"], ["1"]]
+    );
+    ws.env.push((
+        "CONNAGENT__Connections__HR.People-2__Path".into(),
+        "sources/b.csv".into(),
+    ));
+    let out = ws.run(&["export", "--connection", "HR.People-2", "--complete"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        python_csv(&ws.output_file("HR.People-2.csv")),
+        [["id"], ["2"]]
+    );
+}

@@ -1,9 +1,10 @@
 //! Loading `appsettings.agent.json` and the environment overrides into one settings tree.
 //!
-//! The `config` crate reads each source. The layers are then merged here, key by key and
-//! case-insensitively (later wins), because identifiers and setting names are case-insensitive
-//! (COMPAT.md §0) and config-rs lower-cases environment keys while it keeps file keys as written
-//! (rust-cli/config-rs#531), so its own merge would keep `HRDb` and `hrdb` apart.
+//! The `config` crate reads the file. The environment layer is built here, and the layers are
+//! merged here, key by key and case-insensitively (later wins), because identifiers and setting
+//! names are case-insensitive (COMPAT.md §0): config-rs lower-cases environment keys while it keeps
+//! file keys as written (rust-cli/config-rs#531), so its own merge would keep `HRDb` and `hrdb`
+//! apart, and its environment source splits keys on '.', which identifiers may contain.
 
 use super::diag::{Diagnostic, Diagnostics, Location, Origin};
 use super::jsonpos::JsonPositions;
@@ -83,37 +84,10 @@ impl SettingsTree {
                 return None;
             }
         };
-        let env_map: config::Map<String, String> = env
-            .iter()
-            .filter(|(k, _)| is_override_var(k))
-            .cloned()
-            .collect();
-        let env_layer = config::Config::builder()
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator(ENV_SEPARATOR)
-                    .separator(ENV_SEPARATOR)
-                    .source(Some(env_map)),
-            )
-            .build()
-            .and_then(|c| c.try_deserialize::<Map<String, Value>>());
+        // The environment layer is built here rather than with config::Environment: that source
+        // splits keys on '.', which connection identifiers may contain (`HR.People`).
         let mut env_names = HashMap::new();
-        let spellings: Vec<Vec<&str>> = env
-            .iter()
-            .filter(|(k, _)| is_override_var(k))
-            .map(|(k, _)| {
-                k[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
-                    .split(ENV_SEPARATOR)
-                    .collect()
-            })
-            .collect();
-        match env_layer {
-            Ok(overlay) => merge(&mut root, restore_case(overlay, &spellings, 0)),
-            Err(e) => diags.push(Diagnostic::error(
-                None,
-                format!("cannot read the {ENV_PREFIX}{ENV_SEPARATOR}* environment variables: {e}"),
-            )),
-        }
+        merge(&mut root, env_overlay(env));
         for (name, _) in env.iter().filter(|(k, _)| is_override_var(k)) {
             let key = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
                 .split(ENV_SEPARATOR)
@@ -179,27 +153,29 @@ impl SettingsTree {
     }
 }
 
-/// config-rs lower-cases environment keys; give them back the spelling of the variable's name,
-/// so that messages say `ApiKey`, not `apikey`.
-fn restore_case(m: Map<String, Value>, names: &[Vec<&str>], depth: usize) -> Map<String, Value> {
-    m.into_iter()
-        .map(|(k, v)| {
-            let matching: Vec<Vec<&str>> = names
-                .iter()
-                .filter(|n| n.get(depth).is_some_and(|s| s.eq_ignore_ascii_case(&k)))
-                .cloned()
-                .collect();
-            let key = matching
-                .first()
-                .and_then(|n| n.get(depth))
-                .map_or(k, |s| (*s).to_string());
-            let v = match v {
-                Value::Object(inner) => Value::Object(restore_case(inner, &matching, depth + 1)),
-                other => other,
-            };
-            (key, v)
-        })
-        .collect()
+/// The `CONNAGENT__A__B=value` variables as a tree `{A: {B: "value"}}`, spelled as written.
+fn env_overlay(env: &[(String, String)]) -> Map<String, Value> {
+    let mut root = Map::new();
+    let mut vars: Vec<&(String, String)> = env.iter().filter(|(k, _)| is_override_var(k)).collect();
+    vars.sort();
+    for (name, value) in vars {
+        let path: Vec<&str> = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
+            .split(ENV_SEPARATOR)
+            .collect();
+        if path.iter().any(|seg| seg.is_empty()) {
+            continue;
+        }
+        let mut overlay = Map::new();
+        let mut leaf = Value::String(value.clone());
+        for seg in path.iter().skip(1).rev() {
+            let mut m = Map::new();
+            m.insert((*seg).to_string(), leaf);
+            leaf = Value::Object(m);
+        }
+        overlay.insert(path[0].to_string(), leaf);
+        merge(&mut root, overlay);
+    }
+    root
 }
 
 fn is_override_var(name: &str) -> bool {
