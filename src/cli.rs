@@ -524,7 +524,12 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     };
     let redactor = cref.settings.redactor();
     let schema = match package.discover(&cref).await {
-        Ok(x) => x,
+        Ok(mut x) => {
+            for t in &mut x.tables {
+                t.source = redactor.redact(&t.source);
+            }
+            x
+        }
         Err(e) => {
             eprintln!(
                 "connection {}: schema discovery failed ({:?}): {}",
@@ -622,8 +627,16 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: cancelling the export (previous files are kept)");
+                eprintln!(
+                    "\ninterrupted: cancelling the export (previous files are kept); interrupt again to quit at once"
+                );
                 cancel.cancel();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "quitting now: a partial file may remain; it is removed at the connection's next export"
+                );
+                std::process::exit(i32::from(EXIT_FAILED));
             }
         });
     }
@@ -694,15 +707,25 @@ fn print_report(r: &RunReport, continue_on_error: bool) {
             }
         }
         RunOutcome::NotRun { reason } => println!("{what}: not run: {reason}"),
-        RunOutcome::Failed { class, message } => {
+        RunOutcome::Failed {
+            class,
+            message,
+            published,
+        } => {
             let tail = if continue_on_error && r.task.is_some() {
                 " (ContinueOnError: reported as a warning)"
             } else {
                 ""
             };
-            eprintln!(
-                "{what}: failed ({class:?}){tail}: {message}\n  the previous connection tables, if any, are unchanged"
-            );
+            let files = if published.is_empty() {
+                "the previous connection tables, if any, are unchanged".to_string()
+            } else {
+                format!(
+                    "these tables were already replaced: {}; the others are unchanged",
+                    published.join(", ")
+                )
+            };
+            eprintln!("{what}: failed ({class:?}){tail}: {message}\n  {files}");
         }
     }
 }

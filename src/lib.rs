@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod export;
 pub mod fsutil;
+pub mod ident;
 pub mod packages;
 pub mod schema;
 pub mod secret;

@@ -235,3 +235,60 @@ fn bad_inputs_fail_clearly_and_keep_the_previous_file() {
     assert!(t.stderr.contains("test failed"), "{}", t.stderr);
     assert_eq!(std::fs::read(ws.output_file("People.csv")).unwrap(), before);
 }
+
+#[test]
+fn a_file_failing_after_n_rows_keeps_the_previous_file() {
+    let ws = workspace(json!({"Path": "in/people.csv"}));
+    let good: String = std::iter::once("id,name\n".to_string())
+        .chain((0..5000).map(|i| format!("{i},name {i}\n")))
+        .collect();
+    ws.write("in/people.csv", &good);
+    assert_eq!(ws.run(&["export", "--task", "Full"]).code, 0);
+    let before = std::fs::read(ws.output_file("People.csv")).unwrap();
+    // The same file with a byte that is not UTF-8 on line 4001: the export fails there.
+    let mut bad = good
+        .replace("name 3999\n", "name 3999 \u{e9}\n")
+        .into_bytes();
+    let at = bad.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
+    bad.remove(at);
+    ws.write("in/people.csv", &bad);
+    let out = ws.run(&["export", "--task", "Full"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("(line 4001) are not valid UTF-8; check the Encoding setting"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(ws.output_file("People.csv")).unwrap(), before);
+    assert_eq!(ws.output_names(), ["People.csv"]);
+}
+
+#[test]
+fn continue_on_error_turns_a_failed_task_into_a_warning() {
+    let ws = Workspace::new();
+    ws.settings(json!({"Connections": {"People": {"Path": "in/missing.csv"}}}));
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"People\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>
+<ExportTask Identifier=\"Strict\" DisplayName_L1=\"s\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"People\" IgnoreCookieFile=\"true\"/>
+<ExportTask Identifier=\"Lenient\" DisplayName_L1=\"l\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"People\" IgnoreCookieFile=\"true\" ContinueOnError=\"true\"/>",
+            connector_xml()
+        ),
+    );
+    let strict = ws.run(&["export", "--task", "Strict"]);
+    assert_eq!(strict.code, 1, "{}", strict.all());
+    let lenient = ws.run(&["export", "--task", "Lenient"]);
+    assert_eq!(lenient.code, 0, "{}", lenient.all());
+    assert!(
+        lenient
+            .stderr
+            .contains("failed (Config) (ContinueOnError: reported as a warning)"),
+        "{}",
+        lenient.stderr
+    );
+    let j = ws.run(&["export", "--task", "lenient", "--json"]);
+    assert_eq!(j.code, 0);
+    assert_eq!(j.json()["runs"][0]["status"], "failed");
+}

@@ -11,6 +11,7 @@ const CANARIES: &[&str] = &[
     "canary-env-apikey-77c3",
     "canary-sqlite-pwd-0d4e",
     "canary-broken-cs-e81b",
+    "canary-pw-tail-3c9d",
 ];
 
 fn workspace() -> Workspace {
@@ -102,7 +103,8 @@ fn secrets_never_appear_in_output_logs_or_files() {
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78);
     assert!(
-        out.stderr.contains("the keyword \"Broken\" has no '='"),
+        out.stderr
+            .contains("part 3 (counting parts separated by ';') has no '='"),
         "{}",
         out.stderr
     );

@@ -394,3 +394,57 @@ fn unusable_database_settings() {
         );
     }
 }
+
+#[test]
+fn text_that_is_not_utf8_fails_the_export_naming_row_and_column() {
+    let ws = workspace(
+        "CREATE TABLE a (id INTEGER, v TEXT); INSERT INTO a VALUES (1, 'ok'), (2, CAST(X'41FF42' AS TEXT));",
+        json!({"SqlCommand": "SELECT id, v FROM a ORDER BY id"}),
+    );
+    let out = ws.run(&["export", "--all"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("row 2, column v: the text is not valid UTF-8"),
+        "{}",
+        out.stderr
+    );
+    assert!(ws.output_names().is_empty());
+}
+
+#[test]
+fn one_export_per_connection_at_a_time() {
+    let ws = workspace(
+        "CREATE TABLE a (v TEXT);",
+        json!({
+            "SqlCommand": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x FROM n"
+        }),
+    );
+    let first = ws
+        .command(&["export", "--all"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = ws.output_file("HRDb.csv.partial");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !partial.exists() {
+        assert!(Instant::now() < deadline, "the first export never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = ws.run(&["export", "--all"]);
+    assert_eq!(second.code, 1, "{}", second.all());
+    assert!(
+        second
+            .stderr
+            .contains("connection HRDb is being exported by another run"),
+        "{}",
+        second.stderr
+    );
+    // The second run did not touch the first one's partial file.
+    assert!(partial.exists());
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(ws.output_names().is_empty(), "{:?}", ws.output_names());
+}

@@ -182,7 +182,7 @@ fn cases() -> Vec<Case> {
             ],
             settings: csv_settings.clone(),
             at: "b.xml:2:1",
-            message: "connection hrpeople is declared twice; identifiers are compared without case, and it was first declared at",
+            message: "connection hrpeople is declared twice; identifiers are compared without case, and it was first declared at /",
         },
         Case {
             name: "unknown connector",
@@ -211,6 +211,27 @@ fn cases() -> Vec<Case> {
             settings: json!({}),
             at: "x.xml:5:1",
             message: "entity association mapping A names connector Nope, which is not declared",
+        },
+        Case {
+            name: "association mapping to unknown connection table",
+            files: vec![("x.xml", conn("<EntityAssociationMapping Identifier=\"A\" Connector=\"HR\" ConnectionTable=\"Ghost_member\" Column1=\"a\" Column2=\"b\"/>"))],
+            settings: json!({}),
+            at: "x.xml:5:1",
+            message: "entity association mapping A reads ConnectionTable \"Ghost_member\", which belongs to no declared connection",
+        },
+        Case {
+            name: "two settings sections for one connection",
+            files: vec![("x.xml", conn("<Connection Identifier=\"HRPeople\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>"))],
+            settings: json!({"Connections": {"HRPeople": {"Path": "sources/people.csv"}, "hrpeople": {"Path": "sources/people.csv"}}}),
+            at: "appsettings.agent.json:6:5",
+            message: "settings sections Connections:HRPeople and Connections:hrpeople name the same connection",
+        },
+        Case {
+            name: "transformation table of another connection (non-ASCII)",
+            files: vec![("x.xml", conn("<Connection Identifier=\"A\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\">\n  <Transformation Type=\"WhereValue\" Table=\"éx\"/>\n</Connection>"))],
+            settings: json!({}),
+            at: "x.xml:6:37",
+            message: "Transformation Table=\"éx\" is not a table of connection A",
         },
         Case {
             name: "unknown package",
@@ -336,6 +357,13 @@ fn every_kind_of_configuration_error_is_located_and_exits_78() {
             case.name,
             out.all()
         );
+        if case.name.starts_with("duplicate") {
+            assert!(
+                out.stderr.contains("xml-config/a.xml:5:1"),
+                "first place not named: {}",
+                out.stderr
+            );
+        }
         let line = out
             .stderr
             .lines()
@@ -439,10 +467,10 @@ fn warnings_do_not_fail_validation() {
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 0, "{}", out.all());
     for m in [
-        "warning: <Connection> has no attribute Colour; it is ignored",
-        "warning: Connections:HRPeople: unknown setting Colour; it is ignored",
-        "warning: settings section Connections:Stale matches no <Connection>",
-        "warning: connection NoSettings has no settings section",
+        "a.xml:5:83: warning: <Connection> has no attribute Colour; it is ignored",
+        "appsettings.agent.json:4:7: warning: Connections:HRPeople: unknown setting Colour; it is ignored",
+        "appsettings.agent.json:7:5: warning: settings section Connections:Stale matches no <Connection>",
+        "a.xml:6:1: warning: connection NoSettings has no settings section",
     ] {
         assert!(out.stderr.contains(m), "missing {m:?} in\n{}", out.stderr);
     }

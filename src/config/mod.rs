@@ -2,15 +2,14 @@
 //! into one validated [`Snapshot`]. Problems carry `file:line:col` and a fix. No network I/O here.
 
 pub mod diag;
-pub mod ident;
 pub mod jsonpos;
 pub mod model;
 pub mod settings;
 pub mod validate;
 pub mod xml;
 
+pub use crate::ident::{self, Ident};
 pub use diag::{Diagnostic, Diagnostics, Location, Origin, Severity};
-pub use ident::Ident;
 pub use model::*;
 pub use validate::{LoadOptions, load};
 

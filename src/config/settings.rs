@@ -8,6 +8,7 @@
 
 use super::diag::{Diagnostic, Diagnostics, Location, Origin};
 use super::jsonpos::JsonPositions;
+use crate::ident::get_ci;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,9 @@ use std::path::{Path, PathBuf};
 pub const ENV_PREFIX: &str = "CONNAGENT";
 pub const ENV_SEPARATOR: &str = "__";
 
-/// The merged settings and where each value came from.
-#[derive(Debug, Clone)]
+/// The merged settings and where each value came from. Its Debug shows no value: the tree may
+/// hold secrets.
+#[derive(Clone)]
 pub struct SettingsTree {
     /// The settings file, absolute.
     pub path: PathBuf,
@@ -27,6 +29,15 @@ pub struct SettingsTree {
     positions: JsonPositions,
     /// Lower-cased key path (joined with '/') → the environment variable that set it.
     env: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for SettingsTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettingsTree")
+            .field("path", &self.path)
+            .field("keys", &self.root.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SettingsTree {
@@ -179,18 +190,10 @@ fn env_overlay(env: &[(String, String)]) -> Map<String, Value> {
 }
 
 fn is_override_var(name: &str) -> bool {
-    name.len() > ENV_PREFIX.len() + ENV_SEPARATOR.len()
-        && name[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
-        && name[ENV_PREFIX.len()..].starts_with(ENV_SEPARATOR)
-}
-
-/// Looks a key up in an object, ignoring ASCII case; an exact match wins.
-pub fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    m.get(key).or_else(|| {
-        m.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+    let b = name.as_bytes();
+    b.len() > ENV_PREFIX.len() + ENV_SEPARATOR.len()
+        && b[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX.as_bytes())
+        && b[ENV_PREFIX.len()..].starts_with(ENV_SEPARATOR.as_bytes())
 }
 
 /// Merges `overlay` into `base`: objects merge key by key (case-insensitively, keeping the base's

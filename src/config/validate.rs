@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What `load` needs besides the files.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadOptions {
     pub settings_path: PathBuf,
     /// The process environment (name, value), passed in so tests control it.
@@ -20,11 +20,25 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// Options with the process environment. Variables whose name or value is not UTF-8 are
+    /// skipped (they cannot be settings overrides).
     pub fn from_env(settings_path: PathBuf) -> Self {
         LoadOptions {
             settings_path,
-            env: std::env::vars().collect(),
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
         }
+    }
+}
+
+impl std::fmt::Debug for LoadOptions {
+    /// The environment may hold secrets: only its size is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("settings_path", &self.settings_path)
+            .field("env", &format_args!("{} variables", self.env.len()))
+            .finish()
     }
 }
 
@@ -202,7 +216,7 @@ impl<'a> Attrs<'a> {
     /// Warns about attributes this element does not have.
     fn finish(self, d: &mut Diagnostics) {
         for a in &self.el.attrs {
-            if a.name.contains(':') || a.name == "xmlns" {
+            if a.namespaced {
                 continue;
             }
             if !self.known.contains(&a.name.as_str())
@@ -394,6 +408,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     for el in &elements {
         match el.name.as_str() {
             "Agent" => {
+                count_unknown_children(el, &[], &mut skipped);
                 let a = Attrs::new(el, AGENT_ATTRS);
                 if let Some(id) = a.required("Identifier", "the agent's identifier", &mut d) {
                     agents.push(AgentDecl {
@@ -406,6 +421,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                 a.finish(&mut d);
             }
             "Connector" => {
+                count_unknown_children(el, &[], &mut skipped);
                 let a = Attrs::new(el, CONNECTOR_ATTRS);
                 let is_deactivated = a.boolean("IsDeactivated", false, &mut d);
                 if let Some(id) = a.required("Identifier", "the connector's identifier", &mut d) {
@@ -494,6 +510,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
             "EntityTypeMapping" => {
                 let a = Attrs::new(el, ETM_ATTRS).with(MAPPING_THRESHOLDS);
                 let mut properties = Vec::new();
+                count_unknown_children(el, &["Property"], &mut skipped);
                 for child in el.children.iter().filter(|c| c.name == "Property") {
                     let p = Attrs::new(child, PROPERTY_ATTRS);
                     if let Some(pid) = p.required("Identifier", "the entity property", &mut d) {
@@ -523,6 +540,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                 a.finish(&mut d);
             }
             "EntityAssociationMapping" => {
+                count_unknown_children(el, &[], &mut skipped);
                 let a = Attrs::new(el, EAM_ATTRS).with(MAPPING_THRESHOLDS);
                 let id = a.required("Identifier", "the entity association it maps", &mut d);
                 let connector = a.required(
@@ -549,6 +567,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                 a.finish(&mut d);
             }
             "ExportTask" => {
+                count_unknown_children(el, &[], &mut skipped);
                 let a = Attrs::new(el, EXPORT_TASK_ATTRS);
                 let task_agent = a.required("Agent", "the agent that runs the task", &mut d);
                 let connection = a.required("Connection", "the connection to export", &mut d);
@@ -702,7 +721,19 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
             Vec::new()
         }
     };
-    for (key, _) in &sections {
+    for (i, (key, _)) in sections.iter().enumerate() {
+        if let Some((first, _)) = sections[..i]
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(&["Connections", key])),
+                    format!("settings sections Connections:{first} and Connections:{key} name the same connection (identifiers are compared without case)"),
+                )
+                .hint("merge the two sections into one"),
+            );
+        }
         if !conn_ids.iter().any(|c| c.matches(key)) {
             d.push(
                 Diagnostic::warning(
@@ -955,6 +986,19 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     })
 }
 
+/// Counts children that the agent does not read, as `Parent/Child`, for `validate`'s summary.
+fn count_unknown_children(el: &RawElement, known: &[&str], skipped: &mut BTreeMap<String, usize>) {
+    for c in el
+        .children
+        .iter()
+        .filter(|c| !known.contains(&c.name.as_str()))
+    {
+        *skipped
+            .entry(format!("{}/{}", el.name, c.name))
+            .or_default() += 1;
+    }
+}
+
 fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics) {
     const TYPES: &[&str] = &["ConcatColumns", "TransformDate", "WhereValue"];
     const OPERATORS: &[&str] = &[
@@ -992,9 +1036,11 @@ fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics
         );
     }
     if let (Some(table), Some(conn)) = (t.get("Table"), connection) {
-        let ok = table.len() > conn.len()
-            && table[..conn.len()].eq_ignore_ascii_case(conn)
-            && table.as_bytes()[conn.len()] == b'_';
+        let ok = table
+            .as_bytes()
+            .get(..conn.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(conn.as_bytes()))
+            && table.as_bytes().get(conn.len()) == Some(&b'_');
         if !ok {
             d.push(
                 Diagnostic::error(

@@ -13,6 +13,8 @@ pub const ROOT_ELEMENT: &str = "ConfigurationFile";
 #[derive(Debug, Clone)]
 pub struct RawAttr {
     pub name: String,
+    /// In a namespace (`xsi:...`, `xmlns:...`): never an attribute of ours.
+    pub namespaced: bool,
     pub value: String,
     pub loc: Location,
 }
@@ -39,7 +41,12 @@ impl RawElement {
 pub fn find_xml_files(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
+    // Folders already read, by real path: a symbolic-link loop is read once.
+    let mut seen = std::collections::HashSet::new();
     while let Some(dir) = stack.pop() {
+        if !seen.insert(dir.canonicalize().unwrap_or_else(|_| dir.clone())) {
+            continue;
+        }
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) => {
@@ -177,6 +184,7 @@ fn convert(doc: &roxmltree::Document, path: &Path, node: roxmltree::Node) -> Raw
             let apos = doc.text_pos_at(a.range().start);
             RawAttr {
                 name: a.name().to_string(),
+                namespaced: a.namespace().is_some(),
                 value: a.value().to_string(),
                 loc: Location::new(path, apos.row, apos.col),
             }

@@ -200,6 +200,9 @@ pub enum RunOutcome {
     Failed {
         class: FailureClass,
         message: String,
+        /// Files replaced before the failure (only when publishing itself failed midway).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        published: Vec<String>,
     },
 }
 
@@ -220,6 +223,29 @@ impl RunReport {
     }
 }
 
+/// Takes the connection's lock file `<Work>/Locks/<id>.lock` (lower-cased: identifiers ignore case).
+fn lock_connection(snapshot: &Snapshot, id: &Ident) -> Result<std::fs::File, String> {
+    let dir = snapshot.work_folder.join("Locks");
+    let path = dir.join(format!("{}.lock", id.key()));
+    let file = std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "connection {id} is being exported by another run (lock {}); try again when it has finished",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 /// Runs one connection's export into its output folder. Never panics through: a package panic is
 /// a failed run. On any failure or cancel, the previous files stay and no partial file remains.
 pub async fn run_one(
@@ -236,7 +262,11 @@ pub async fn run_one(
         outcome,
         duration: started.elapsed(),
     };
-    let failed = |class, message: String| RunOutcome::Failed { class, message };
+    let failed = |class, message: String| RunOutcome::Failed {
+        class,
+        message,
+        published: Vec::new(),
+    };
     let Some(conn) = snapshot.connection(run.connection.as_str()) else {
         return report(failed(
             FailureClass::Config,
@@ -260,6 +290,12 @@ pub async fn run_one(
             format!("cannot create the output folder {}: {e}", out_dir.display()),
         ));
     }
+    // One run per connection at a time, across processes: the lock is held until the run has
+    // published or abandoned its files.
+    let _lock = match lock_connection(snapshot, &conn.identifier) {
+        Ok(l) => l,
+        Err(message) => return report(failed(FailureClass::System, message)),
+    };
     for p in CsvOutput::remove_stale_partials(&out_dir, conn.identifier.as_str()) {
         tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
     }
@@ -302,7 +338,11 @@ pub async fn run_one(
                         })
                         .collect(),
                 },
-                Ok(Err(e)) => failed(FailureClass::System, e.to_string()),
+                Ok(Err(e)) => RunOutcome::Failed {
+                    class: FailureClass::System,
+                    message: e.error.to_string(),
+                    published: e.published,
+                },
                 Err(e) => failed(FailureClass::System, format!("publishing failed: {e}")),
             }
         }

@@ -24,6 +24,13 @@ pub struct Progress {
     pub table: Mutex<String>,
 }
 
+/// Publishing failed; `published` names the files already replaced.
+#[derive(Debug, Clone)]
+pub struct PublishError {
+    pub error: SinkError,
+    pub published: Vec<String>,
+}
+
 /// A finished table, ready to publish.
 #[derive(Debug, Clone)]
 pub struct FinishedTable {
@@ -125,8 +132,10 @@ impl CsvOutput {
         }
     }
 
-    /// Publishes every table: each must be finished. Renames them all, then fsyncs the folder.
-    pub fn publish(&self) -> Result<Vec<FinishedTable>, SinkError> {
+    /// Publishes every table: each must be finished. Renames them one after the other, then
+    /// fsyncs the folder. On failure, the error comes with the files already renamed (if a rename
+    /// fails midway, the tables before it are published; the rest keep their previous version).
+    pub fn publish(&self) -> Result<Vec<FinishedTable>, PublishError> {
         self.join_all();
         let tables = lock(&self.tables);
         let mut done = Vec::new();
@@ -134,29 +143,45 @@ impl CsvOutput {
             match &*lock(&t.state) {
                 TableState::Finished(f) => done.push((t, f.clone())),
                 _ => {
-                    return Err(SinkError::Write {
-                        file: t.file.clone(),
-                        message: "the table was not finished".into(),
+                    return Err(PublishError {
+                        error: SinkError::Write {
+                            file: t.file.clone(),
+                            message: "the table was not finished".into(),
+                        },
+                        published: Vec::new(),
                     });
                 }
             }
         }
-        let mut out = Vec::new();
+        let mut out: Vec<FinishedTable> = Vec::new();
+        let published = |out: &[FinishedTable]| out.iter().map(|f| f.stats.file.clone()).collect();
         for (t, f) in done {
-            std::fs::rename(&t.partial, &t.final_path).map_err(|e| SinkError::Write {
-                file: t.file.clone(),
-                message: format!(
-                    "cannot rename {} to its final name: {e}",
-                    t.partial.display()
-                ),
-            })?;
+            if let Err(e) = std::fs::rename(&t.partial, &t.final_path) {
+                return Err(PublishError {
+                    error: SinkError::Write {
+                        file: t.file.clone(),
+                        message: format!(
+                            "cannot rename {} to its final name: {e}",
+                            t.partial.display()
+                        ),
+                    },
+                    published: published(&out),
+                });
+            }
             out.push(f);
         }
-        if !out.is_empty() {
-            fsync_dir(&self.dir).map_err(|e| SinkError::Write {
-                file: self.dir.display().to_string(),
-                message: format!("cannot sync the folder: {e}"),
-            })?;
+        if !out.is_empty()
+            && let Err(e) = fsync_dir(&self.dir)
+        {
+            return Err(PublishError {
+                error: SinkError::Write {
+                    file: self.dir.display().to_string(),
+                    message: format!(
+                        "the tables were renamed but the folder could not be synced to disk: {e}"
+                    ),
+                },
+                published: published(&out),
+            });
         }
         Ok(out)
     }
@@ -248,12 +273,13 @@ impl WriterJob {
             Err(e) => (TableState::Failed, Err(e)),
         };
         if matches!(state, TableState::Failed) {
-            // Stop the sender and remove what was written.
-            drop(rx);
             let _ = std::fs::remove_file(&self.partial);
         }
         *lock(&self.state) = state;
+        // Reply before the receiver is dropped (at the end of this function): a sender that
+        // finds the channel closed then reads the real error, not "the writer stopped".
         let _ = done.send(reply);
+        drop(rx);
     }
 
     /// `Ok(None)` when the table was abandoned (the sender went away without finishing).

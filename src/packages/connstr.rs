@@ -33,7 +33,11 @@ impl ConnectionString {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut chars = text.chars().peekable();
+        // Errors name the part by its position, never by its text: a password holding an
+        // unquoted ';' would otherwise show its tail as a "keyword".
+        let mut n = 0usize;
         loop {
+            n += 1;
             // Key: up to '=' (a doubled '==' is a literal '=' in ADO.NET; accepted here too).
             let mut key = String::new();
             let mut saw_eq = false;
@@ -63,10 +67,12 @@ impl ConnectionString {
                     }
                     continue;
                 }
-                return Err(format!("the keyword {key:?} has no '=' and no value"));
+                return Err(format!(
+                    "part {n} (counting parts separated by ';') has no '='; quote values that contain ';'"
+                ));
             }
             if key.is_empty() {
-                return Err("a part starts with '=' and has no keyword".into());
+                return Err(format!("part {n} starts with '=' and has no keyword"));
             }
             // Value.
             while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -101,7 +107,7 @@ impl ConnectionString {
                         None | Some(';') => {}
                         Some(_) => {
                             return Err(format!(
-                                "the quoted value of {key:?} is followed by text before ';'"
+                                "the quoted value of part {n} is followed by text before ';'"
                             ));
                         }
                     }
@@ -210,6 +216,11 @@ mod tests {
         for ok in ["", ";", "a=1;;b=2", "a=;b=2", "a==b=c"] {
             assert!(ConnectionString::parse(ok).is_ok(), "{ok:?}");
         }
+        // A password with an unquoted ';': the error must not show its tail.
+        let e = ConnectionString::parse("Data Source=x;Password=ab;secret-tail")
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("part 3") && !e.contains("secret-tail"), "{e}");
         let cs = ConnectionString::parse("a==b=c").unwrap();
         assert_eq!(cs.plain(&["a=b"]), Some("c"));
     }

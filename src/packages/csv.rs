@@ -9,7 +9,6 @@ use super::{
 use crate::schema::{KeyType, Schema, SchemaColumn, SchemaTable, ValueType};
 use async_trait::async_trait;
 use chrono::Utc;
-use encoding_rs::Encoding;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -94,18 +93,7 @@ static INFO: PackageInfo = PackageInfo {
     settings: SETTINGS,
 };
 
-/// Resolves an encoding name, accepting .NET names beside the WHATWG labels.
-pub fn encoding_for(name: &str) -> Option<&'static Encoding> {
-    let n = name.trim();
-    let dotnet = match n.to_ascii_lowercase().as_str() {
-        "unicode" | "utf-16" | "utf16" => Some(encoding_rs::UTF_16LE),
-        "bigendianunicode" | "utf16be" => Some(encoding_rs::UTF_16BE),
-        "utf8" => Some(encoding_rs::UTF_8),
-        "latin1" | "latin-1" => Some(encoding_rs::WINDOWS_1252),
-        _ => None,
-    };
-    dotnet.or_else(|| Encoding::for_label(n.as_bytes()))
-}
+pub use super::decode::encoding_for;
 
 fn separator(settings: &Settings) -> Result<u8, Problem> {
     let s = settings.text("Separator").unwrap_or(",");
@@ -213,10 +201,7 @@ fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError>
     let f = std::fs::File::open(&file)
         .map_err(|e| PackageError::source(format!("cannot open {}: {e}", file.display())))?;
     // Decodes to UTF-8 as it reads; a byte-order mark overrides the configured encoding.
-    let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
-        .encoding(Some(enc))
-        .bom_override(true)
-        .build(f);
+    let decoded = super::decode::StrictDecoder::new(f, enc);
     let mut buffered = BufReader::with_capacity(64 * 1024, decoded);
     let skip = settings.integer("NumberOfLinesToSkip").unwrap_or(0).max(0);
     let mut line = Vec::new();
@@ -509,13 +494,17 @@ mod tests {
 
     #[test]
     fn encodings_by_name() {
-        assert_eq!(encoding_for("UTF-8"), Some(encoding_rs::UTF_8));
-        assert_eq!(encoding_for("Unicode"), Some(encoding_rs::UTF_16LE));
-        assert_eq!(encoding_for("utf-16be"), Some(encoding_rs::UTF_16BE));
-        assert_eq!(encoding_for("ISO-8859-1"), Some(encoding_rs::WINDOWS_1252));
+        use super::super::decode::InputEncoding::{Latin1, Whatwg};
+        assert_eq!(encoding_for("UTF-8"), Some(Whatwg(encoding_rs::UTF_8)));
+        assert_eq!(encoding_for("Unicode"), Some(Whatwg(encoding_rs::UTF_16LE)));
+        assert_eq!(
+            encoding_for("utf-16be"),
+            Some(Whatwg(encoding_rs::UTF_16BE))
+        );
+        assert_eq!(encoding_for("ISO-8859-1"), Some(Latin1));
         assert_eq!(
             encoding_for("Windows-1252"),
-            Some(encoding_rs::WINDOWS_1252)
+            Some(Whatwg(encoding_rs::WINDOWS_1252))
         );
         assert_eq!(encoding_for("klingon"), None);
     }

@@ -6,13 +6,14 @@
 
 pub mod connstr;
 pub mod csv;
+pub mod decode;
 pub mod sink;
 pub mod spec;
 pub mod sql;
 pub mod sqlite;
 pub mod value;
 
-use crate::config::ident::Ident;
+use crate::ident::Ident;
 use crate::schema::Schema;
 use async_trait::async_trait;
 use serde::Serialize;

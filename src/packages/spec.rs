@@ -362,3 +362,81 @@ impl Settings {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SPEC: &[SettingSpec] = &[
+        SettingSpec {
+            name: "Login",
+            section: Section::General,
+            kind: SettingKind::Text,
+            default: None,
+            required: false,
+            secured: false,
+            description: "",
+        },
+        SettingSpec {
+            name: "Password",
+            section: Section::General,
+            kind: SettingKind::Text,
+            default: None,
+            required: false,
+            secured: true,
+            description: "",
+        },
+        SettingSpec {
+            name: "ApiKey",
+            section: Section::Advanced,
+            kind: SettingKind::Text,
+            default: None,
+            required: false,
+            secured: true,
+            description: "",
+        },
+        SettingSpec {
+            name: "ConnectionString",
+            section: Section::General,
+            kind: SettingKind::ConnectionString,
+            default: None,
+            required: false,
+            secured: false,
+            description: "",
+        },
+    ];
+
+    #[test]
+    fn secured_values_show_only_as_set_or_not_set() {
+        let canary = "canary-spec-8d1f";
+        let raw = |v: &str| serde_json::Value::String(v.into());
+        let values = vec![
+            ("Login", coerce(&SPEC[0], &raw("admin")).unwrap()),
+            ("Password", coerce(&SPEC[1], &raw(canary)).unwrap()),
+            (
+                "ConnectionString",
+                coerce(&SPEC[3], &raw(&format!("Server=x;Pwd={canary}"))).unwrap(),
+            ),
+        ];
+        let s = Settings::new(SPEC, values, Path::new("/"));
+        let shown: Vec<(&str, String)> = s.shown().into_iter().map(|x| (x.name, x.shown)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("Login", "admin".to_string()),
+                ("Password", SET_MARKER.to_string()),
+                ("ApiKey", NOT_SET_MARKER.to_string()),
+                ("ConnectionString", format!("Server=x;Pwd={SET_MARKER}")),
+            ]
+        );
+        assert!(!format!("{s:?}").contains(canary));
+        assert_eq!(s.secret("Password").map(Secret::expose), Some(canary));
+        assert_eq!(
+            s.redactor().redact(&format!("login failed for {canary}")),
+            "login failed for ***"
+        );
+        // A wrong type for a secured setting does not repeat the value.
+        let e = coerce(&SPEC[1], &serde_json::json!([canary])).unwrap_err();
+        assert!(!e.contains(canary), "{e}");
+    }
+}

@@ -42,6 +42,9 @@ pub const TIMEOUT: SettingSpec = SettingSpec {
     description: "Seconds a whole query may take; no limit when unset or 0.",
 };
 
+/// The longest `Timeout` accepted: a week.
+pub const MAX_TIMEOUT_SECONDS: i64 = 7 * 24 * 3600;
+
 /// Where a table's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuerySource {
@@ -121,12 +124,12 @@ pub fn check_queries(settings: &Settings) -> Vec<Problem> {
         ));
     }
     if let Some(t) = settings.integer("Timeout")
-        && t < 0
+        && !(0..=MAX_TIMEOUT_SECONDS).contains(&t)
     {
         problems.push(Problem::new(
             Some("Timeout"),
-            format!("Timeout is {t}; it cannot be negative"),
-            "use a number of seconds, or 0 for no limit",
+            format!("Timeout is {t}; it must be from 0 to {MAX_TIMEOUT_SECONDS} seconds"),
+            "use a number of seconds (at most a week), or 0 for no limit",
         ));
     }
     problems
@@ -150,7 +153,7 @@ fn parse_tables(v: &serde_json::Value) -> Result<Vec<TableQuery>, Problem> {
             .as_object()
             .ok_or_else(|| bad(format!("Tables item {i} is not an object")))?;
         let field = |k: &str| {
-            crate::config::settings::get_ci(obj, k)
+            crate::ident::get_ci(obj, k)
                 .and_then(|v| v.as_str())
                 .map(str::trim)
         };

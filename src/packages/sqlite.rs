@@ -106,7 +106,8 @@ impl SqlitePackage {
             .settings
             .integer("Timeout")
             .filter(|t| *t > 0)
-            .map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
+            .map(|t| Duration::from_secs(t.min(sql::MAX_TIMEOUT_SECONDS).unsigned_abs()))
+            .and_then(|t| Instant::now().checked_add(t));
         let cancel = conn.cancel.clone();
         db.progress_handler(
             10_000,
@@ -204,8 +205,9 @@ fn hint(decl: Option<&str>) -> Hint {
     }
 }
 
-fn convert(v: ValueRef<'_>, hint: Hint) -> Value {
-    match v {
+/// `None` when a TEXT value is not valid UTF-8 (SQLite stores what it is given).
+fn convert(v: ValueRef<'_>, hint: Hint) -> Option<Value> {
+    Some(match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => match hint {
             Hint::Bool if i == 0 || i == 1 => Value::Bool(i == 1),
@@ -213,11 +215,11 @@ fn convert(v: ValueRef<'_>, hint: Hint) -> Value {
         },
         ValueRef::Real(f) => Value::Float(f),
         ValueRef::Text(bytes) => {
-            let s = String::from_utf8_lossy(bytes);
+            let s = std::str::from_utf8(bytes).ok()?;
             match hint {
-                Hint::Date => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                Hint::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d")
                     .map(Value::Date)
-                    .unwrap_or_else(|_| Value::Text(s.into_owned())),
+                    .unwrap_or_else(|_| Value::Text(s.to_owned())),
                 Hint::DateTime => [
                     "%Y-%m-%d %H:%M:%S%.f",
                     "%Y-%m-%dT%H:%M:%S%.f",
@@ -225,23 +227,23 @@ fn convert(v: ValueRef<'_>, hint: Hint) -> Value {
                     "%Y-%m-%dT%H:%M",
                 ]
                 .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(&s, f).ok())
+                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
                 .map(Value::DateTime)
-                .unwrap_or_else(|| Value::Text(s.into_owned())),
+                .unwrap_or_else(|| Value::Text(s.to_owned())),
                 Hint::Bool if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
                     Value::Bool(s.eq_ignore_ascii_case("true"))
                 }
-                Hint::Guid => parse_guid(&s)
+                Hint::Guid => parse_guid(s)
                     .map(Value::Guid)
-                    .unwrap_or_else(|| Value::Text(s.into_owned())),
-                _ => Value::Text(s.into_owned()),
+                    .unwrap_or_else(|| Value::Text(s.to_owned())),
+                _ => Value::Text(s.to_owned()),
             }
         }
         ValueRef::Blob(b) => match (hint, <[u8; 16]>::try_from(b)) {
             (Hint::Guid, Ok(g)) => Value::Guid(g),
             _ => Value::Bytes(b.to_vec()),
         },
-    }
+    })
 }
 
 fn parse_guid(s: &str) -> Option<[u8; 16]> {
@@ -443,7 +445,8 @@ impl Package for SqlitePackage {
                     .map_err(|e| query_error(q, e, Stage::Prepare, &conn.cancel, timeout))?;
                 let names: Vec<String> = st.columns().map(|c| c.name().to_string()).collect();
                 let hints: Vec<Hint> = st.columns().map(|c| hint(c.decl_type())).collect();
-                let mut writer = sink.table(q.name.as_deref(), names)?;
+                let mut writer = sink.table(q.name.as_deref(), names.clone())?;
+                let mut row_number = 0u64;
                 let mut rows = st
                     .query([])
                     .map_err(|e| query_error(q, e, Stage::Read, &conn.cancel, timeout))?;
@@ -455,12 +458,20 @@ impl Package for SqlitePackage {
                             return Err(query_error(q, e, Stage::Read, &conn.cancel, timeout));
                         }
                     };
+                    row_number += 1;
                     let mut out = Vec::with_capacity(hints.len());
                     for (i, h) in hints.iter().enumerate() {
                         let v = row
                             .get_ref(i)
                             .map_err(|e| query_error(q, e, Stage::Read, &conn.cancel, timeout))?;
-                        out.push(convert(v, *h));
+                        let value = convert(v, *h).ok_or_else(|| {
+                            PackageError::source(format!(
+                                "{}: row {row_number}, column {}: the text is not valid UTF-8",
+                                q.describe(),
+                                names.get(i).map_or("?", String::as_str)
+                            ))
+                        })?;
+                        out.push(value);
                     }
                     writer.push_blocking(out)?;
                 }

@@ -1,4 +1,5 @@
-//! Identifiers: matched case-insensitively everywhere, shown with their XML spelling.
+//! Identifiers: matched case-insensitively everywhere, shown with their XML spelling. A leaf
+//! module: configuration, packages and export all use it.
 
 use serde::{Serialize, Serializer};
 use std::cmp::Ordering;
@@ -107,6 +108,18 @@ pub fn check_connection_identifier(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Looks a key up in a JSON object, ignoring ASCII case; an exact match wins.
+pub fn get_ci<'a>(
+    m: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<&'a serde_json::Value> {
+    m.get(key).or_else(|| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 #[cfg(test)]
