@@ -58,6 +58,17 @@ pub enum Command {
     },
     /// Export connection tables to <TempFolderPath>/ExportOutput
     Export(ExportArgs),
+    /// Serve the gRPC AgentService (Grpc:Listen) and report to the control plane (ControlPlane:Url)
+    Serve,
+    /// A minimal control plane that prints heartbeats and reports as JSON lines, for trying the agent
+    DevControlPlane {
+        /// Address to listen on (port 0 picks a free port; the first line printed says which)
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: std::net::SocketAddr,
+        /// Require this bearer token from the agent
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -196,13 +207,23 @@ fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded,
 }
 
 pub async fn run(cli: Cli) -> u8 {
-    let registry = Registry::builtin();
+    let registry = Arc::new(Registry::builtin());
     match &cli.command {
         Command::Validate => validate(&cli, &registry),
         Command::Connections(args) => connections(&cli, &registry, args),
         Command::Test { connection } => test(&cli, &registry, connection).await,
         Command::Schema { connection } => schema(&cli, &registry, connection).await,
         Command::Export(args) => export_cmd(&cli, &registry, args).await,
+        Command::Serve => serve(&cli, registry).await,
+        Command::DevControlPlane { listen, token } => {
+            match crate::grpc::dev_control_plane::serve(*listen, token.clone()).await {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
     }
 }
 
@@ -540,7 +561,13 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let stored = SchemaStore::new(&s.work_folder).save(&schema);
+    let store = SchemaStore::new(&s.work_folder);
+    let mut state = store.load(&schema.connection);
+    state.fingerprint = Some(crate::schema::fingerprint(&schema));
+    state.refreshed_at = Some(schema.discovered_at);
+    state.schema = Some(schema.clone());
+    state.failure = None;
+    let stored = store.save(&state);
     if cli.json {
         println!(
             "{}",
@@ -762,4 +789,95 @@ fn spawn_progress(
         bar.finish_and_clear();
     });
     (handle, stop)
+}
+
+async fn serve(cli: &Cli, registry: Arc<Registry>) -> u8 {
+    use crate::grpc::{control_plane::ControlPlaneClient, server};
+    let loaded = match load(cli, &registry, false) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if let Err(e) = server::check_security(&loaded.snapshot.grpc) {
+        eprintln!("error: {e}");
+        return EXIT_CONFIG;
+    }
+    let grpc_settings = loaded.snapshot.grpc.clone();
+    let rt = crate::runtime::Runtime::new(loaded, registry);
+    let snapshot = rt.snapshot();
+    if let Some(cp) = snapshot.control_plane.clone() {
+        let client = ControlPlaneClient::new(&snapshot.work_folder, cp);
+        if let Err(e) = client.start(rt.clone()) {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+        rt.set_report_sink(client);
+    }
+    let bound = match server::bind(&grpc_settings).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let scheme = if grpc_settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if cli.json {
+        println!(
+            "{}",
+            json!({"listening": bound.addr.to_string(), "tls": grpc_settings.tls.is_some()})
+        );
+    } else {
+        println!(
+            "connagent {}: agent {} serving gRPC on {scheme}://{}",
+            env!("CARGO_PKG_VERSION"),
+            snapshot.agent,
+            bound.addr
+        );
+    }
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    rt.start_background();
+    {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stopping: cancelling runs");
+            rt.shutdown.cancel();
+            rt.runs.cancel_all();
+        });
+    }
+    let result = server::serve(bound, rt.clone()).await;
+    // Let cancelled runs remove their partial files.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rt.runs.any_active() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -204,7 +204,7 @@ fn summary_schema_and_test() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(cols, ["id", "name", "city"]);
-    assert!(ws.path("Work/Schemas/People.json").is_file());
+    assert!(ws.path("Work/Schemas/people.json").is_file());
 }
 
 #[test]

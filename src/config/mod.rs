@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod jsonpos;
 pub mod model;
+pub mod service;
 pub mod settings;
 pub mod validate;
 pub mod xml;
@@ -11,6 +12,7 @@ pub mod xml;
 pub use crate::ident::{self, Ident};
 pub use diag::{Diagnostic, Diagnostics, Location, Origin, Severity};
 pub use model::*;
+pub use service::{ApiToken, ControlPlaneSettings, GrpcSettings, Role, TlsFiles};
 pub use validate::{LoadOptions, load};
 
 /// The default settings file, in the working directory.

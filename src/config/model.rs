@@ -180,6 +180,8 @@ pub struct Snapshot {
     pub xml_folder: PathBuf,
     pub sources_root_paths: Vec<PathBuf>,
     pub max_task_batch_size: usize,
+    pub grpc: super::service::GrpcSettings,
+    pub control_plane: Option<super::service::ControlPlaneSettings>,
     pub xml_files: Vec<PathBuf>,
     pub agents: Vec<AgentDecl>,
     pub connectors: Vec<Connector>,

@@ -366,6 +366,9 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         }
     }
 
+    let grpc = super::service::grpc_settings(&tree, &mut d);
+    let control_plane = super::service::control_plane_settings(&tree, &mut d);
+
     // ---- XML
     let xml_files = if xml_folder.is_dir() {
         xml::find_xml_files(&xml_folder, &mut d)
@@ -970,6 +973,8 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         xml_folder,
         sources_root_paths,
         max_task_batch_size,
+        grpc,
+        control_plane,
         xml_files,
         agents,
         connectors,

@@ -31,14 +31,34 @@ pub struct PlannedRun {
     pub continue_on_error: bool,
 }
 
+/// Why a request cannot be planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanErrorKind {
+    /// No such task or connection.
+    NotFound,
+    /// It exists but cannot run here (another agent, switched off, unusable settings).
+    Precondition,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct PlanError {
+    pub kind: PlanErrorKind,
     pub message: String,
 }
 
 fn plan_error(message: String) -> PlanError {
-    PlanError { message }
+    PlanError {
+        kind: PlanErrorKind::Precondition,
+        message,
+    }
+}
+
+fn not_found(message: String) -> PlanError {
+    PlanError {
+        kind: PlanErrorKind::NotFound,
+        message,
+    }
 }
 
 /// Why a connection cannot be exported here, if it cannot.
@@ -97,7 +117,7 @@ pub fn plan(
     };
     let lookup = |id: &str| {
         snapshot.connection(id).ok_or_else(|| {
-            plan_error(format!(
+            not_found(format!(
                 "there is no connection {id:?}; known connections: {}",
                 snapshot
                     .connections
@@ -111,7 +131,7 @@ pub fn plan(
     match target {
         Target::Task(id) => {
             let t = snapshot.export_task(id).ok_or_else(|| {
-                plan_error(format!(
+                not_found(format!(
                     "there is no export task {id:?}; known export tasks: {}",
                     snapshot
                         .export_tasks
@@ -180,6 +200,7 @@ pub struct PublishedTable {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    pub sha256: String,
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
 }
@@ -334,6 +355,7 @@ pub async fn run_one(
                             file: t.stats.file,
                             rows: t.stats.rows,
                             bytes: t.stats.bytes,
+                            sha256: t.stats.sha256,
                             duration: t.duration,
                         })
                         .collect(),

@@ -6,6 +6,7 @@
 use crate::fsutil::{PARTIAL_SUFFIX, fsync_dir, partial_path};
 use crate::packages::sink::{Batch, CHANNEL_BATCHES, TableOpener};
 use crate::packages::{SinkError, TableStats, TableWriter};
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -16,12 +17,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Live counters an observer (a progress bar) may read while an export runs.
-#[derive(Debug, Default)]
+/// Live counters an observer (a progress bar, a run registry) may read while an export runs,
+/// and an optional hook told when each table starts.
+#[derive(Default)]
 pub struct Progress {
     pub rows: AtomicU64,
     pub bytes: AtomicU64,
     pub table: Mutex<String>,
+    pub on_table_started: Option<Box<dyn Fn(&str) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("rows", &self.rows)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Publishing failed; `published` names the files already replaced.
@@ -66,16 +78,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Counts the bytes that reach the file.
+/// Counts and hashes the bytes that reach the file.
 struct Counting<W> {
     inner: W,
     bytes: u64,
+    hash: Sha256,
     progress: Arc<Progress>,
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
         self.bytes += n as u64;
         self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
@@ -219,6 +233,9 @@ impl TableOpener for CsvOutput {
         let (done_tx, done_rx) = oneshot::channel();
         let state = Arc::new(Mutex::new(TableState::Writing));
         *lock(&self.progress.table) = file.clone();
+        if let Some(hook) = &self.progress.on_table_started {
+            hook(&file);
+        }
         let job = WriterJob {
             file: file.clone(),
             partial: partial.clone(),
@@ -296,6 +313,7 @@ impl WriterJob {
         let counting = Counting {
             inner: BufWriter::with_capacity(256 * 1024, f),
             bytes: 0,
+            hash: Sha256::new(),
             progress: self.progress.clone(),
         };
         let mut w = csv::WriterBuilder::new()
@@ -326,6 +344,7 @@ impl WriterJob {
                 Batch::Finish => {
                     let counting = w.into_inner().map_err(|e| werr(e.into_error()))?;
                     let bytes = counting.bytes;
+                    let sha256 = hex::encode(counting.hash.clone().finalize());
                     let file = counting
                         .inner
                         .into_inner()
@@ -336,6 +355,7 @@ impl WriterJob {
                             file: self.file.clone(),
                             rows,
                             bytes,
+                            sha256,
                         },
                         duration: started.elapsed(),
                     }));

@@ -76,7 +76,7 @@ impl Problem {
 
 /// The class of a failure, so that a caller knows whom to ask: the operator (config), the owner
 /// of the source system (source), or the agent's host (system).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureClass {
     Config,
@@ -137,7 +137,7 @@ pub struct ConnectionRef {
     pub cancel: CancellationToken,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportMode {
     Complete,

@@ -42,6 +42,8 @@ pub struct TableStats {
     pub file: String,
     pub rows: u64,
     pub bytes: u64,
+    /// SHA-256 of the file's bytes, lower-case hex.
+    pub sha256: String,
 }
 
 /// Messages from a [`TableWriter`] to the export's file writer.

@@ -334,6 +334,47 @@ impl Settings {
         r
     }
 
+    /// The spec these settings follow.
+    pub fn spec(&self) -> Vec<&'static SettingSpec> {
+        self.entries.iter().map(|e| e.spec).collect()
+    }
+
+    /// A copy with some values replaced (candidate settings for a test).
+    pub fn with_overrides(&self, overrides: Vec<(&'static str, SettingValue)>) -> Settings {
+        let mut out = self.clone();
+        for (name, value) in overrides {
+            if let Some(e) = out
+                .entries
+                .iter_mut()
+                .find(|e| e.spec.name.eq_ignore_ascii_case(name))
+            {
+                e.value = Some(value);
+                e.defaulted = false;
+            }
+        }
+        out
+    }
+
+    /// Feeds every name and value, secrets included, into `h`: equal settings hash equally.
+    pub fn hash_into(&self, h: &mut sha2::Sha256) {
+        use sha2::Digest;
+        for e in &self.entries {
+            h.update(e.spec.name.as_bytes());
+            h.update([0]);
+            let text = match &e.value {
+                None => String::from("\u{0}none"),
+                Some(SettingValue::Secret(s)) => format!("secret:{}", s.expose()),
+                Some(SettingValue::ConnectionString(c)) => {
+                    let secrets: Vec<&str> = c.secrets().map(Secret::expose).collect();
+                    format!("cs:{}|{}", c.redacted(), secrets.join("\u{0}"))
+                }
+                Some(other) => format!("{other:?}"),
+            };
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+    }
+
     /// Every setting as a person may see it.
     pub fn shown(&self) -> Vec<ShownSetting> {
         self.entries

@@ -1,0 +1,296 @@
+//! The settings of the agent's own services: the gRPC listener (`Grpc`) and the control-plane
+//! client (`ControlPlane`).
+
+use super::diag::{Diagnostic, Diagnostics};
+use super::settings::SettingsTree;
+use crate::secret::Secret;
+use serde::Serialize;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_HEARTBEAT_SECONDS: u64 = 30;
+
+/// What a gRPC caller may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A bearer token known by its SHA-256; the token itself is never configured in clear.
+#[derive(Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub role: Role,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    pub listen: SocketAddr,
+    pub tokens: Vec<ApiToken>,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneSettings {
+    /// `http://host:port` or `https://host:port`.
+    pub url: String,
+    pub token: Option<Secret>,
+    pub heartbeat: Duration,
+    /// CA that signs the server's certificate (https); the system roots are not used.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, when the server asks for mutual TLS.
+    pub certificate_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+fn text<'a>(tree: &'a SettingsTree, path: &[&str], d: &mut Diagnostics) -> Option<&'a str> {
+    match tree.get(path)? {
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::String(s) => Some(s.trim()),
+        Value::Null => None,
+        _ => {
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(path)),
+                    format!("{} must be a string", path.join(":")),
+                )
+                .hint("put the value in double quotes"),
+            );
+            None
+        }
+    }
+}
+
+fn file(tree: &SettingsTree, path: &[&str], d: &mut Diagnostics) -> Option<PathBuf> {
+    let p = tree.resolve_path(text(tree, path, d)?);
+    if !p.is_file() {
+        d.push(
+            Diagnostic::error(
+                Some(tree.origin(path)),
+                format!(
+                    "{}: the file {} does not exist",
+                    path.join(":"),
+                    p.display()
+                ),
+            )
+            .hint("correct the path (relative paths start at the settings file's folder)"),
+        );
+    }
+    Some(p)
+}
+
+pub fn grpc_settings(tree: &SettingsTree, d: &mut Diagnostics) -> GrpcSettings {
+    let listen_text = text(tree, &["Grpc", "Listen"], d).unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
+        d.push(
+            Diagnostic::error(
+                Some(tree.origin(&["Grpc", "Listen"])),
+                format!("Grpc:Listen {listen_text:?} is not an address and port: {e}"),
+            )
+            .hint("write an IP address and a port, e.g. \"127.0.0.1:50051\" or \"0.0.0.0:50051\""),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 50051))
+    });
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    match tree.get(&["Grpc", "Tokens"]) {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let idx = i.to_string();
+                let at = |k: &str| tree.origin(&["Grpc", "Tokens", &idx, k]);
+                let field = |k: &str| {
+                    item.as_object()
+                        .and_then(|o| crate::ident::get_ci(o, k))
+                        .and_then(Value::as_str)
+                };
+                let hint = "each token is {\"Name\": \"central\", \"Sha256\": \"<64 hex digits: sha256 of the token>\", \"Role\": \"viewer|operator|admin\"}";
+                let name = field("Name").map(str::trim).filter(|n| !n.is_empty());
+                let Some(name) = name else {
+                    d.push(
+                        Diagnostic::error(
+                            Some(tree.origin(&["Grpc", "Tokens", &idx])),
+                            format!("Grpc:Tokens item {i} has no Name"),
+                        )
+                        .hint(hint),
+                    );
+                    continue;
+                };
+                let sha = field("Sha256")
+                    .and_then(|h| <[u8; 32]>::try_from(hex::decode(h.trim()).ok()?).ok());
+                let Some(sha256) = sha else {
+                    d.push(
+                        Diagnostic::error(
+                            Some(at("Sha256")),
+                            format!("Grpc:Tokens {name}: Sha256 must be 64 hexadecimal digits"),
+                        )
+                        .hint("compute it with: printf %s \"$TOKEN\" | sha256sum"),
+                    );
+                    continue;
+                };
+                let Some(role) = field("Role").and_then(Role::parse) else {
+                    d.push(
+                        Diagnostic::error(
+                            Some(at("Role")),
+                            format!("Grpc:Tokens {name}: Role must be viewer, operator or admin"),
+                        )
+                        .hint(hint),
+                    );
+                    continue;
+                };
+                if tokens.iter().any(|t| t.name.eq_ignore_ascii_case(name)) {
+                    d.push(
+                        Diagnostic::error(
+                            Some(at("Name")),
+                            format!("Grpc:Tokens: the name {name} is used twice"),
+                        )
+                        .hint("give each token its own name: it identifies the caller in the log"),
+                    );
+                    continue;
+                }
+                tokens.push(ApiToken {
+                    name: name.to_string(),
+                    sha256,
+                    role,
+                });
+            }
+        }
+        Some(_) => d.push(
+            Diagnostic::error(
+                Some(tree.origin(&["Grpc", "Tokens"])),
+                "Grpc:Tokens must be a list",
+            )
+            .hint("write \"Tokens\": [{\"Name\": ..., \"Sha256\": ..., \"Role\": ...}]"),
+        ),
+    }
+    let cert = file(tree, &["Grpc", "Tls", "CertificateFile"], d);
+    let key = file(tree, &["Grpc", "Tls", "KeyFile"], d);
+    let client_ca = file(tree, &["Grpc", "Tls", "ClientCaFile"], d);
+    let tls = match (cert, key) {
+        (Some(certificate), Some(key)) => Some(TlsFiles {
+            certificate,
+            key,
+            client_ca,
+        }),
+        (None, None) => {
+            if client_ca.is_some() {
+                d.push(
+                    Diagnostic::error(
+                        Some(tree.origin(&["Grpc", "Tls", "ClientCaFile"])),
+                        "Grpc:Tls:ClientCaFile needs CertificateFile and KeyFile",
+                    )
+                    .hint("mutual TLS needs the server's own certificate and key too"),
+                );
+            }
+            None
+        }
+        _ => {
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(&["Grpc", "Tls"])),
+                    "Grpc:Tls needs both CertificateFile and KeyFile",
+                )
+                .hint("give the PEM certificate chain and its private key"),
+            );
+            None
+        }
+    };
+    GrpcSettings {
+        listen,
+        tokens,
+        tls,
+    }
+}
+
+pub fn control_plane_settings(
+    tree: &SettingsTree,
+    d: &mut Diagnostics,
+) -> Option<ControlPlaneSettings> {
+    let url = text(tree, &["ControlPlane", "Url"], d)?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        d.push(
+            Diagnostic::error(
+                Some(tree.origin(&["ControlPlane", "Url"])),
+                format!("ControlPlane:Url {url:?} must start with http:// or https://"),
+            )
+            .hint("e.g. \"https://central.example:443\""),
+        );
+        return None;
+    }
+    let token = match tree.get(&["ControlPlane", "Token"]) {
+        Some(Value::String(s)) if !s.is_empty() => Some(Secret::new(s.clone())),
+        None | Some(Value::Null) => None,
+        Some(Value::String(_)) => None,
+        Some(_) => {
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(&["ControlPlane", "Token"])),
+                    "ControlPlane:Token must be a string",
+                )
+                .hint("put the token in double quotes"),
+            );
+            None
+        }
+    };
+    let heartbeat = match tree.get(&["ControlPlane", "HeartbeatSeconds"]) {
+        None | Some(Value::Null) => DEFAULT_HEARTBEAT_SECONDS,
+        Some(v) => match v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        {
+            Some(n) if (1..=86_400).contains(&n) => n,
+            _ => {
+                d.push(
+                    Diagnostic::error(
+                        Some(tree.origin(&["ControlPlane", "HeartbeatSeconds"])),
+                        "ControlPlane:HeartbeatSeconds must be a whole number from 1 to 86400",
+                    )
+                    .hint("e.g. 30"),
+                );
+                DEFAULT_HEARTBEAT_SECONDS
+            }
+        },
+    };
+    Some(ControlPlaneSettings {
+        url: url.to_string(),
+        token,
+        heartbeat: Duration::from_secs(heartbeat),
+        ca_file: file(tree, &["ControlPlane", "CaFile"], d),
+        certificate_file: file(tree, &["ControlPlane", "CertificateFile"], d),
+        key_file: file(tree, &["ControlPlane", "KeyFile"], d),
+    })
+}

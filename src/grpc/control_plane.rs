@@ -1,0 +1,279 @@
+//! The control-plane client: heartbeats, and schema and run reports queued on disk under
+//! `<Work>/Outbox/` and delivered in order once the server answers, with capped exponential
+//! backoff and jitter. HTTP/2 keepalive notices dead connections.
+
+use super::convert;
+use super::proto as pb;
+use super::proto::control_plane_service_client::ControlPlaneServiceClient;
+use crate::config::ControlPlaneSettings;
+use crate::runtime::runs::RunRecord;
+use crate::runtime::{ReportSink, Runtime};
+use crate::schema::SchemaState;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+const KIND_SCHEMA: u8 = 1;
+const KIND_RUN: u8 = 2;
+/// Backoff between delivery attempts: from 1 s, doubling, at most 60 s, ±20 % jitter.
+pub const BACKOFF_START: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+pub struct ControlPlaneClient {
+    outbox: PathBuf,
+    sequence_file: PathBuf,
+    sequence: Mutex<u64>,
+    notify: Notify,
+    settings: ControlPlaneSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("ControlPlane:Url {0:?} is not a valid endpoint: {1}")]
+    Url(String, String),
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid TLS configuration for the control plane: {0}")]
+    Tls(String),
+}
+
+impl ControlPlaneClient {
+    pub fn new(work: &Path, settings: ControlPlaneSettings) -> Arc<Self> {
+        let outbox = work.join("Outbox");
+        let sequence_file = work.join("State").join("report-sequence");
+        let last = std::fs::read_to_string(&sequence_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        Arc::new(ControlPlaneClient {
+            outbox,
+            sequence_file,
+            sequence: Mutex::new(last),
+            notify: Notify::new(),
+            settings,
+        })
+    }
+
+    /// Reports waiting for delivery, oldest first.
+    pub fn queued(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.outbox)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "report"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn next_sequence(&self) -> u64 {
+        let mut seq = self.sequence.lock().unwrap_or_else(|p| p.into_inner());
+        *seq += 1;
+        let res = self
+            .sequence_file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                crate::fsutil::write_atomically(&self.sequence_file, seq.to_string().as_bytes())
+            });
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "cannot save the report sequence");
+        }
+        *seq
+    }
+
+    fn enqueue(&self, kind: u8, sequence: u64, body: Vec<u8>) {
+        let path = self.outbox.join(format!("{sequence:020}.report"));
+        let mut bytes = Vec::with_capacity(body.len() + 1);
+        bytes.push(kind);
+        bytes.extend(body);
+        let res = std::fs::create_dir_all(&self.outbox)
+            .and_then(|()| crate::fsutil::write_atomically(&path, &bytes));
+        match res {
+            Ok(()) => self.notify.notify_one(),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot queue a report for the control plane")
+            }
+        }
+    }
+
+    fn read_file(path: &Path) -> Result<Vec<u8>, ClientError> {
+        std::fs::read(path).map_err(|e| ClientError::Read(path.display().to_string(), e))
+    }
+
+    /// The channel to the control plane (connected lazily, reconnected as needed).
+    pub fn channel(&self) -> Result<Channel, ClientError> {
+        let s = &self.settings;
+        let mut ep = Endpoint::from_shared(s.url.clone())
+            .map_err(|e| ClientError::Url(s.url.clone(), e.to_string()))?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        if s.url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &s.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(Self::read_file(ca)?));
+            }
+            if let (Some(c), Some(k)) = (&s.certificate_file, &s.key_file) {
+                tls = tls.identity(Identity::from_pem(Self::read_file(c)?, Self::read_file(k)?));
+            }
+            ep = ep
+                .tls_config(tls)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+        }
+        Ok(ep.connect_lazy())
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(token) = &self.settings.token
+            && let Ok(v) = format!("Bearer {}", token.expose()).parse()
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        req
+    }
+
+    async fn deliver(
+        &self,
+        client: &mut ControlPlaneServiceClient<Channel>,
+        path: &Path,
+    ) -> Result<(), String> {
+        let bytes = Self::read_file(path).map_err(|e| e.to_string())?;
+        let (kind, body) = bytes.split_first().ok_or("empty report file")?;
+        let result = match *kind {
+            KIND_SCHEMA => {
+                let m = pb::SchemaReport::decode(body).map_err(|e| e.to_string())?;
+                client.report_schema(self.request(m)).await.map(|_| ())
+            }
+            KIND_RUN => {
+                let m = pb::RunReport::decode(body).map_err(|e| e.to_string())?;
+                client.report_run(self.request(m)).await.map(|_| ())
+            }
+            other => return Err(format!("unknown report kind {other}")),
+        };
+        result.map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    }
+
+    /// Delivers queued reports in order, and sends heartbeats, until the agent stops.
+    pub fn start(self: &Arc<Self>, rt: Arc<Runtime>) -> Result<(), ClientError> {
+        let channel = self.channel()?;
+        let me = self.clone();
+        let shutdown = rt.shutdown.clone();
+        let mut client = ControlPlaneServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            let mut backoff = BACKOFF_START;
+            loop {
+                let next = me.queued().into_iter().next();
+                let Some(path) = next else {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = me.notify.notified() => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    }
+                };
+                match me.deliver(&mut client, &path).await {
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(&path);
+                        backoff = BACKOFF_START;
+                    }
+                    Err(e)
+                        if e.starts_with("unknown report kind")
+                            || e.contains("failed to decode") =>
+                    {
+                        tracing::error!(file = %path.display(), error = %e, "dropping an unreadable queued report");
+                        let _ = std::fs::rename(&path, path.with_extension("unreadable"));
+                    }
+                    Err(e) => {
+                        let jitter = 0.8 + fastrand::f64() * 0.4;
+                        let wait = backoff.mul_f64(jitter);
+                        tracing::warn!(error = %e, retry_in = ?wait, queued = me.queued().len(), "control plane unreachable; reports stay queued");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        });
+        let me = self.clone();
+        let shutdown = rt.shutdown.clone();
+        let mut client = ControlPlaneServiceClient::new(channel);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.settings.heartbeat);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let cs = rt.config_state();
+                let hb = pb::HeartbeatRequest {
+                    agent_identifier: cs.snapshot.agent.to_string(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    at: Some(convert::ts(chrono::Utc::now())),
+                    configuration_generation: cs.generation,
+                    configuration_ok: cs.last_reload.applied,
+                    connections_served: u32::try_from(
+                        cs.snapshot.connections.iter().filter(|c| c.served).count(),
+                    )
+                    .unwrap_or(u32::MAX),
+                    runs_in_progress: u32::try_from(rt.runs.in_progress().len())
+                        .unwrap_or(u32::MAX),
+                    queued_reports: u32::try_from(me.queued().len()).unwrap_or(u32::MAX),
+                };
+                if let Err(s) = client.heartbeat(me.request(hb)).await {
+                    tracing::debug!(code = ?s.code(), "heartbeat not delivered: {}", s.message());
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl ReportSink for ControlPlaneClient {
+    fn report_schema(&self, agent: &str, state: &SchemaState) {
+        let sequence = self.next_sequence();
+        use pb::schema_report::Outcome;
+        let outcome = match (&state.failure, &state.schema) {
+            (Some(f), _) if state.refreshed_at.is_none_or(|ok| f.at > ok) => {
+                Outcome::Failure(pb::SchemaFailure {
+                    at: Some(convert::ts(f.at)),
+                    class: f.class.clone(),
+                    message: f.message.clone(),
+                })
+            }
+            (_, Some(s)) => Outcome::Schema(convert::schema(s)),
+            _ => return,
+        };
+        let fingerprint = match &outcome {
+            Outcome::Schema(s) => s.fingerprint.clone(),
+            Outcome::Failure(_) => String::new(),
+        };
+        let m = pb::SchemaReport {
+            agent_identifier: agent.to_string(),
+            sequence,
+            connection: state.connection.clone(),
+            outcome: Some(outcome),
+            fingerprint,
+        };
+        self.enqueue(KIND_SCHEMA, sequence, m.encode_to_vec());
+    }
+
+    fn report_run(&self, agent: &str, run: &RunRecord) {
+        let sequence = self.next_sequence();
+        let m = pb::RunReport {
+            agent_identifier: agent.to_string(),
+            sequence,
+            run: Some(convert::run(run)),
+        };
+        self.enqueue(KIND_RUN, sequence, m.encode_to_vec());
+    }
+}

@@ -1,0 +1,185 @@
+//! The running agent: the configuration snapshot in force, the run registry, schema state, the
+//! event bus, and the hook through which reports leave for the control plane. Used by the gRPC
+//! service and the daemon; knows no protobuf.
+
+pub mod runs;
+pub mod schemas;
+pub mod state;
+
+use crate::config::{Loaded, Snapshot};
+use crate::packages::Registry;
+use crate::schema::{SchemaState, SchemaStore};
+use chrono::{DateTime, Utc};
+use runs::{RunRecord, RunRegistry};
+use serde::Serialize;
+use state::ConnectionTimes;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// The outcome of a configuration load or reload.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadOutcome {
+    pub at: DateTime<Utc>,
+    pub applied: bool,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone)]
+pub struct ConfigState {
+    pub snapshot: Arc<Snapshot>,
+    pub generation: u64,
+    pub loaded_at: DateTime<Utc>,
+    pub last_reload: ReloadOutcome,
+}
+
+/// Something notable that happened, for `WatchEvents` and the log.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Configuration(ReloadOutcome),
+    SchemaChanged(SchemaState),
+    Run(RunRecord),
+}
+
+#[derive(Debug, Clone)]
+pub struct TimedEvent {
+    pub at: DateTime<Utc>,
+    pub event: Event,
+}
+
+/// Where reports to the control plane go (the gRPC client queues them on disk).
+pub trait ReportSink: Send + Sync {
+    fn report_schema(&self, agent: &str, state: &SchemaState);
+    fn report_run(&self, agent: &str, run: &RunRecord);
+}
+
+pub struct Runtime {
+    pub started_at: DateTime<Utc>,
+    started: Instant,
+    pub registry: Arc<Registry>,
+    config: RwLock<ConfigState>,
+    pub runs: Arc<RunRegistry>,
+    pub schemas: schemas::SchemaManager,
+    pub times: ConnectionTimes,
+    events: broadcast::Sender<TimedEvent>,
+    reports: RwLock<Option<Arc<dyn ReportSink>>>,
+    /// Cancelled when the agent stops: background work ends, runs are cancelled.
+    pub shutdown: CancellationToken,
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    l.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+impl Runtime {
+    /// A runtime on a loaded configuration (which must have no errors).
+    pub fn new(loaded: Loaded, registry: Arc<Registry>) -> Arc<Self> {
+        let now = Utc::now();
+        let snapshot = Arc::new(loaded.snapshot);
+        let outcome = ReloadOutcome {
+            at: now,
+            applied: true,
+            errors: Vec::new(),
+            warnings: loaded
+                .diagnostics
+                .warnings()
+                .map(|d| d.to_string())
+                .collect(),
+        };
+        let times = ConnectionTimes::load(&snapshot.work_folder);
+        times.update(&snapshot, now);
+        let runs = Arc::new(RunRegistry::load(
+            &snapshot.work_folder,
+            snapshot.max_task_batch_size,
+        ));
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Runtime {
+            started_at: now,
+            started: Instant::now(),
+            registry,
+            schemas: schemas::SchemaManager::new(SchemaStore::new(&snapshot.work_folder)),
+            config: RwLock::new(ConfigState {
+                snapshot,
+                generation: 1,
+                loaded_at: now,
+                last_reload: outcome,
+            }),
+            runs,
+            times,
+            events,
+            reports: RwLock::new(None),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        read(&self.config).snapshot
+    }
+
+    pub fn config_state(&self) -> ConfigState {
+        read(&self.config)
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<TimedEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn emit(&self, event: Event) {
+        match &event {
+            Event::Configuration(o) => tracing::info!(
+                applied = o.applied,
+                errors = o.errors.len(),
+                "configuration"
+            ),
+            Event::SchemaChanged(s) => tracing::info!(connection = %s.connection, "schema changed"),
+            Event::Run(r) => {
+                tracing::info!(run = %r.id, connection = %r.connection, state = ?r.state, "run")
+            }
+        }
+        let _ = self.events.send(TimedEvent {
+            at: Utc::now(),
+            event,
+        });
+    }
+
+    pub fn set_report_sink(&self, sink: Arc<dyn ReportSink>) {
+        *self.reports.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    pub fn report_sink(&self) -> Option<Arc<dyn ReportSink>> {
+        read(&self.reports)
+    }
+
+    /// Discovers, in the background, the schema of every served connection that has none yet or
+    /// whose configuration changed since its last discovery.
+    pub fn start_background(self: &Arc<Self>) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let snapshot = rt.snapshot();
+            for c in snapshot.connections.iter().filter(|c| c.served) {
+                if rt.shutdown.is_cancelled() {
+                    return;
+                }
+                if !matches!(c.settings, crate::config::SettingsState::Ok(_)) {
+                    continue;
+                }
+                let stored = rt.schemas.store().load(c.identifier.as_str());
+                let changed = rt
+                    .times
+                    .get(c.identifier.as_str())
+                    .is_some_and(|t| stored.refreshed_at.is_none_or(|r| t.last_modified > r));
+                let never = stored.refreshed_at.is_none() && stored.failure.is_none();
+                if never || changed {
+                    let _ = rt.schemas.refresh(&rt, c.identifier.as_str()).await;
+                }
+            }
+        });
+    }
+}
