@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// Called with the file name when a table starts.
+pub type TableStartedHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Live counters an observer (a progress bar, a run registry) may read while an export runs,
 /// and an optional hook told when each table starts.
 #[derive(Default)]
@@ -24,7 +27,7 @@ pub struct Progress {
     pub rows: AtomicU64,
     pub bytes: AtomicU64,
     pub table: Mutex<String>,
-    pub on_table_started: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    pub on_table_started: Option<TableStartedHook>,
 }
 
 impl std::fmt::Debug for Progress {
