@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): checks formatting and lints, then runs every test.
 # Installs what the tests need when it is missing and we are root (python3 reads CSV back
-# as an independent parser).
+# as an independent parser; Python grpcio is an independent gRPC client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# An independent gRPC client for tests/grpc_python.rs: Python grpcio in a virtual environment.
+if [ ! -x target/pyvenv/bin/python ] || ! target/pyvenv/bin/python -c 'import grpc, grpc_tools, grpc_reflection' 2>/dev/null; then
+  mkdir -p target
+  python3 -m venv target/pyvenv
+  target/pyvenv/bin/pip install --quiet --disable-pip-version-check \
+    grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-reflection==1.85.1
+fi
+export CONNAGENT_TEST_PYTHON="$PWD/target/pyvenv/bin/python"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -32,7 +32,11 @@ struct Proc {
 
 impl Proc {
     fn start(mut cmd: std::process::Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -41,7 +45,11 @@ impl Proc {
         {
             let lines = lines.clone();
             std::thread::spawn(move || {
-                for (i, l) in BufReader::new(stdout).lines().map_while(Result::ok).enumerate() {
+                for (i, l) in BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                    .enumerate()
+                {
                     if i == 0 {
                         let _ = tx.send(l.clone());
                     }
@@ -58,18 +66,32 @@ impl Proc {
             });
         }
         let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => serde_json::from_str(&l).unwrap_or_else(|_| panic!("first line is not JSON: {l}")),
+            Ok(l) => {
+                serde_json::from_str(&l).unwrap_or_else(|_| panic!("first line is not JSON: {l}"))
+            }
             Err(_) => {
                 let _ = child.kill();
                 std::thread::sleep(Duration::from_millis(200));
-                panic!("the process printed nothing; stderr: {}", errs.lock().unwrap().join("\n"));
+                panic!(
+                    "the process printed nothing; stderr: {}",
+                    errs.lock().unwrap().join("\n")
+                );
             }
         };
-        Proc { child, first, lines, stderr: errs }
+        Proc {
+            child,
+            first,
+            lines,
+            stderr: errs,
+        }
     }
 
     fn addr(&self) -> String {
-        self.first["listening"].as_str().or(self.first["address"].as_str()).expect("address").to_string()
+        self.first["listening"]
+            .as_str()
+            .or(self.first["address"].as_str())
+            .expect("address")
+            .to_string()
     }
 
     fn stdout_lines(&self) -> Vec<String> {
@@ -106,7 +128,10 @@ fn agent_workspace(extra: Value) -> Workspace {
     let mut ws = Workspace::new();
     ws.write("in/people.csv", "id,name\n1,Ann\n2,Bob\n");
     let db = rusqlite::Connection::open(ws.path("hr.db")).unwrap();
-    db.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'x'), (2, 'y');").unwrap();
+    db.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'x'), (2, 'y');",
+    )
+    .unwrap();
     drop(db);
     let mut settings = json!({
         "Grpc": {"Listen": "127.0.0.1:0", "Tokens": [
@@ -149,13 +174,18 @@ fn serve(ws: &Workspace) -> Proc {
 }
 
 async fn client(addr: &str) -> AgentServiceClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect");
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
     AgentServiceClient::new(ch)
 }
 
 fn auth<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
 }
 
@@ -174,7 +204,11 @@ async fn every_rpc_over_a_real_socket() {
     let mut c = client(&agent.addr()).await;
     let t = ADMIN_TOKEN;
 
-    let st = c.get_status(auth(pb::GetStatusRequest {}, t)).await.unwrap().into_inner();
+    let st = c
+        .get_status(auth(pb::GetStatusRequest {}, t))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.agent_identifier, "Local");
     assert_eq!(st.configuration_generation, 1);
     assert!(st.last_reload.as_ref().unwrap().applied);
@@ -182,106 +216,303 @@ async fn every_rpc_over_a_real_socket() {
     assert_eq!(st.connections_served, 3);
     assert!(st.packages.contains(&"Sqlite".to_string()));
 
-    let l = c.list_connections(auth(pb::ListConnectionsRequest { page_size: 2, ..Default::default() }, t)).await.unwrap().into_inner();
+    let l = c
+        .list_connections(auth(
+            pb::ListConnectionsRequest {
+                page_size: 2,
+                ..Default::default()
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(l.total, 4);
     assert_eq!(l.connections.len(), 2);
     let next = c
-        .list_connections(auth(pb::ListConnectionsRequest { page_size: 2, page_token: l.next_page_token.clone(), ..Default::default() }, t))
+        .list_connections(auth(
+            pb::ListConnectionsRequest {
+                page_size: 2,
+                page_token: l.next_page_token.clone(),
+                ..Default::default()
+            },
+            t,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(next.connections.len(), 2);
     assert!(next.next_page_token.is_empty());
-    let remote = next.connections.iter().find(|c| c.identifier == "Remote").unwrap();
+    let remote = next
+        .connections
+        .iter()
+        .find(|c| c.identifier == "Remote")
+        .unwrap();
     assert!(!remote.served_here);
     assert_eq!(remote.settings_status, pb::SettingsStatus::Missing as i32);
-    let db = l.connections.iter().chain(next.connections.iter()).find(|c| c.identifier == "Db").unwrap();
+    let db = l
+        .connections
+        .iter()
+        .chain(next.connections.iter())
+        .find(|c| c.identifier == "Db")
+        .unwrap();
     assert_eq!(db.usage_count, 1);
     assert_eq!(db.usage[0].name, "ExportDb");
     assert!(db.first_seen.is_some() && db.last_modified.is_some());
     let f = c
-        .list_connections(auth(pb::ListConnectionsRequest { category: pb::Category::Database as i32, search: "DATA".into(), ..Default::default() }, t))
+        .list_connections(auth(
+            pb::ListConnectionsRequest {
+                category: pb::Category::Database as i32,
+                search: "DATA".into(),
+                ..Default::default()
+            },
+            t,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(f.connections.iter().map(|c| c.identifier.as_str()).collect::<Vec<_>>(), ["Db"]);
-    let bad = c.list_connections(auth(pb::ListConnectionsRequest { page_token: "x".into(), ..Default::default() }, t)).await.unwrap_err();
+    assert_eq!(
+        f.connections
+            .iter()
+            .map(|c| c.identifier.as_str())
+            .collect::<Vec<_>>(),
+        ["Db"]
+    );
+    let bad = c
+        .list_connections(auth(
+            pb::ListConnectionsRequest {
+                page_token: "x".into(),
+                ..Default::default()
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("page_token"));
-    let bad = c.list_connections(auth(pb::ListConnectionsRequest { package: "Oracle".into(), ..Default::default() }, t)).await.unwrap_err();
+    let bad = c
+        .list_connections(auth(
+            pb::ListConnectionsRequest {
+                package: "Oracle".into(),
+                ..Default::default()
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 
-    let d = c.get_connection(auth(pb::GetConnectionRequest { identifier: "db".into() }, t)).await.unwrap().into_inner();
+    let d = c
+        .get_connection(auth(
+            pb::GetConnectionRequest {
+                identifier: "db".into(),
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(d.summary.unwrap().identifier, "Db");
-    let cs = d.settings.iter().find(|s| s.name == "ConnectionString").unwrap();
+    let cs = d
+        .settings
+        .iter()
+        .find(|s| s.name == "ConnectionString")
+        .unwrap();
     assert_eq!(cs.value, "Data Source=hr.db");
-    let nf = c.get_connection(auth(pb::GetConnectionRequest { identifier: "nope".into() }, t)).await.unwrap_err();
+    let nf = c
+        .get_connection(auth(
+            pb::GetConnectionRequest {
+                identifier: "nope".into(),
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(nf.code(), Code::NotFound);
-    let ia = c.get_connection(auth(pb::GetConnectionRequest { identifier: " ".into() }, t)).await.unwrap_err();
+    let ia = c
+        .get_connection(auth(
+            pb::GetConnectionRequest {
+                identifier: " ".into(),
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(ia.code(), Code::InvalidArgument);
     assert!(ia.message().contains("identifier"));
 
-    let p = c.describe_packages(auth(pb::DescribePackagesRequest {}, t)).await.unwrap().into_inner();
+    let p = c
+        .describe_packages(auth(pb::DescribePackagesRequest {}, t))
+        .await
+        .unwrap()
+        .into_inner();
     let csv = p.packages.iter().find(|p| p.id == "Csv").unwrap();
     assert!(csv.aliases.contains(&"Usercube.CSV@0000001".to_string()));
     let sep = csv.settings.iter().find(|s| s.name == "Separator").unwrap();
     assert_eq!(sep.default_value, ",");
     assert_eq!(sep.section, pb::SettingSection::Additional as i32);
 
-    let tr = c.test_connection(auth(pb::TestConnectionRequest { identifier: "People".into(), ..Default::default() }, t)).await.unwrap().into_inner();
-    assert!(tr.checks[0].contains("people.csv is readable"), "{:?}", tr.checks);
+    let tr = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "People".into(),
+                ..Default::default()
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        tr.checks[0].contains("people.csv is readable"),
+        "{:?}",
+        tr.checks
+    );
     // Candidate settings are tested without being stored.
     let mut cand = std::collections::HashMap::new();
     cand.insert("Path".to_string(), "in/missing.csv".to_string());
-    let e = c.test_connection(auth(pb::TestConnectionRequest { identifier: "People".into(), settings: cand }, t)).await.unwrap_err();
+    let e = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "People".into(),
+                settings: cand,
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("missing.csv"), "{}", e.message());
     let mut cand = std::collections::HashMap::new();
     cand.insert("Colour".to_string(), "red".to_string());
-    let e = c.test_connection(auth(pb::TestConnectionRequest { identifier: "People".into(), settings: cand }, t)).await.unwrap_err();
+    let e = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "People".into(),
+                settings: cand,
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("settings.Colour"), "{}", e.message());
-    let e = c.test_connection(auth(pb::TestConnectionRequest { identifier: "Remote".into(), ..Default::default() }, t)).await.unwrap_err();
+    let e = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "Remote".into(),
+                ..Default::default()
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     // Still the saved settings afterwards.
-    c.test_connection(auth(pb::TestConnectionRequest { identifier: "People".into(), ..Default::default() }, t)).await.unwrap();
+    c.test_connection(auth(
+        pb::TestConnectionRequest {
+            identifier: "People".into(),
+            ..Default::default()
+        },
+        t,
+    ))
+    .await
+    .unwrap();
 
     let r = c
-        .refresh_schema(auth(pb::RefreshSchemaRequest { target: Some(pb::refresh_schema_request::Target::Connection("Db".into())) }, t))
+        .refresh_schema(auth(
+            pb::RefreshSchemaRequest {
+                target: Some(pb::refresh_schema_request::Target::Connection("Db".into())),
+            },
+            t,
+        ))
         .await
         .unwrap()
         .into_inner();
     let s = r.schemas[0].schema.as_ref().unwrap();
-    assert_eq!(s.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["Db", "Db_copy"]);
+    assert_eq!(
+        s.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["Db", "Db_copy"]
+    );
     assert_eq!(s.tables[1].columns[0].key_type, pb::KeyType::Primary as i32);
     assert_eq!(s.fingerprint.len(), 64);
     let all = c
-        .refresh_schema(auth(pb::RefreshSchemaRequest { target: Some(pb::refresh_schema_request::Target::Connector("hr".into())) }, t))
+        .refresh_schema(auth(
+            pb::RefreshSchemaRequest {
+                target: Some(pb::refresh_schema_request::Target::Connector("hr".into())),
+            },
+            t,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(all.schemas.len(), 3);
-    let g = c.get_schema(auth(pb::GetSchemaRequest { connection: "db".into() }, t)).await.unwrap().into_inner();
-    assert!(matches!(g.status.unwrap().state, Some(pb::schema_status::State::RefreshedAt(_))));
-    let reset = c.reset_metadata(auth(pb::ResetMetadataRequest { connection: "Db".into() }, t)).await.unwrap().into_inner();
-    assert_eq!(reset.schemas[0].schema.as_ref().unwrap().fingerprint, s.fingerprint);
+    let g = c
+        .get_schema(auth(
+            pb::GetSchemaRequest {
+                connection: "db".into(),
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        g.status.unwrap().state,
+        Some(pb::schema_status::State::RefreshedAt(_))
+    ));
+    let reset = c
+        .reset_metadata(auth(
+            pb::ResetMetadataRequest {
+                connection: "Db".into(),
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reset.schemas[0].schema.as_ref().unwrap().fingerprint,
+        s.fingerprint
+    );
     let e = c
-        .refresh_schema(auth(pb::RefreshSchemaRequest { target: Some(pb::refresh_schema_request::Target::Connection("Remote".into())) }, t))
+        .refresh_schema(auth(
+            pb::RefreshSchemaRequest {
+                target: Some(pb::refresh_schema_request::Target::Connection(
+                    "Remote".into(),
+                )),
+            },
+            t,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
-    let tasks = c.list_export_tasks(auth(pb::ListExportTasksRequest {}, t)).await.unwrap().into_inner();
+    let tasks = c
+        .list_export_tasks(auth(pb::ListExportTasksRequest {}, t))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(tasks.tasks[0].identifier, "ExportDb");
     assert!(tasks.tasks[0].ignore_cookie_file);
 
     // A streamed export: accepted, table started, published (with its SHA-256), finished.
-    let mut watch = c.watch_events(auth(pb::WatchEventsRequest {}, t)).await.unwrap().into_inner();
+    let mut watch = c
+        .watch_events(auth(pb::WatchEventsRequest {}, t))
+        .await
+        .unwrap()
+        .into_inner();
     let events = collect(
-        c.run_export(auth(pb::RunExportRequest { target: Some(pb::run_export_request::Target::Task("exportdb".into())), mode: 0 }, t))
-            .await
-            .unwrap()
-            .into_inner(),
+        c.run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Task("exportdb".into())),
+                mode: 0,
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
     )
     .await;
     use pb::run_event::Event as E;
@@ -297,7 +528,17 @@ async fn every_rpc_over_a_real_socket() {
         })
         .filter(|k| *k != "progress")
         .collect();
-    assert_eq!(kinds, ["accepted", "table_started", "table_started", "table_published", "table_published", "finished"]);
+    assert_eq!(
+        kinds,
+        [
+            "accepted",
+            "table_started",
+            "table_started",
+            "table_published",
+            "table_published",
+            "finished"
+        ]
+    );
     let run_id = events[0].run_id.clone();
     let published: Vec<&pb::PublishedTable> = events
         .iter()
@@ -310,31 +551,83 @@ async fn every_rpc_over_a_real_socket() {
     assert_eq!(published[0].file, "Db.csv");
     assert_eq!(published[0].rows, 2);
     assert_eq!(published[0].sha256, hex::encode(Sha256::digest(&bytes)));
-    let E::Finished(fin) = events.last().unwrap().event.as_ref().unwrap() else { unreachable!() };
+    let E::Finished(fin) = events.last().unwrap().event.as_ref().unwrap() else {
+        unreachable!()
+    };
     assert_eq!(fin.state, pb::RunState::Succeeded as i32);
     assert_eq!(fin.task, "ExportDb");
     assert_eq!(fin.started_by, "central-admin");
     // WatchEvents saw the run's states.
     let mut states = Vec::new();
     while states.last() != Some(&(pb::RunState::Succeeded as i32)) {
-        let ev = tokio::time::timeout(Duration::from_secs(30), watch.message()).await.expect("event").unwrap().unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("event")
+            .unwrap()
+            .unwrap();
         if let Some(pb::agent_event::Event::Run(r)) = ev.event
             && r.id == run_id
         {
             states.push(r.state);
         }
     }
-    assert_eq!(states, [pb::RunState::Queued as i32, pb::RunState::Running as i32, pb::RunState::Succeeded as i32]);
+    assert_eq!(
+        states,
+        [
+            pb::RunState::Queued as i32,
+            pb::RunState::Running as i32,
+            pb::RunState::Succeeded as i32
+        ]
+    );
 
-    let run = c.get_run(auth(pb::GetRunRequest { run_id: run_id.clone() }, t)).await.unwrap().into_inner();
+    let run = c
+        .get_run(auth(
+            pb::GetRunRequest {
+                run_id: run_id.clone(),
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(run.tables.len(), 2);
-    let runs = c.list_runs(auth(pb::ListRunsRequest { connection: "DB".into(), limit: 0 }, t)).await.unwrap().into_inner();
+    let runs = c
+        .list_runs(auth(
+            pb::ListRunsRequest {
+                connection: "DB".into(),
+                limit: 0,
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(runs.runs[0].id, run_id);
-    assert_eq!(c.get_run(auth(pb::GetRunRequest { run_id: "nope".into() }, t)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.get_run(auth(
+            pb::GetRunRequest {
+                run_id: "nope".into()
+            },
+            t
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
 
     // ReadConnectionTable streams the published file with its size and SHA-256.
     let chunks = collect(
-        c.read_connection_table(auth(pb::ReadConnectionTableRequest { file: "db".into(), chunk_size: 5 }, t)).await.unwrap().into_inner(),
+        c.read_connection_table(auth(
+            pb::ReadConnectionTableRequest {
+                file: "db".into(),
+                chunk_size: 5,
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
     )
     .await;
     assert_eq!(chunks[0].file, "Db.csv");
@@ -346,16 +639,37 @@ async fn every_rpc_over_a_real_socket() {
 
     // Not-found and precondition codes for runs.
     let e = c
-        .run_export(auth(pb::RunExportRequest { target: Some(pb::run_export_request::Target::Connection("Nope".into())), mode: 0 }, t))
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("Nope".into())),
+                mode: 0,
+            },
+            t,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = c
-        .run_export(auth(pb::RunExportRequest { target: Some(pb::run_export_request::Target::Connection("Remote".into())), mode: 0 }, t))
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("Remote".into())),
+                mode: 0,
+            },
+            t,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let e = c.run_export(auth(pb::RunExportRequest { target: None, mode: 0 }, t)).await.unwrap_err();
+    let e = c
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: None,
+                mode: 0,
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     let (code, stderr) = agent.stop();
@@ -372,7 +686,13 @@ async fn one_run_per_connection_and_cancel() {
     let mut c = client(&agent.addr()).await;
     let t = OPERATOR_TOKEN;
     let mut first = c
-        .run_export(auth(pb::RunExportRequest { target: Some(pb::run_export_request::Target::Connection("Slow".into())), mode: 0 }, t))
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("Slow".into())),
+                mode: 0,
+            },
+            t,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -385,20 +705,50 @@ async fn one_run_per_connection_and_cancel() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let e = c
-        .run_export(auth(pb::RunExportRequest { target: Some(pb::run_export_request::Target::Connection("slow".into())), mode: 1 }, t))
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("slow".into())),
+                mode: 1,
+            },
+            t,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains(&run_id), "{}", e.message());
-    let st = c.get_status(auth(pb::GetStatusRequest {}, t)).await.unwrap().into_inner();
+    let st = c
+        .get_status(auth(pb::GetStatusRequest {}, t))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.runs_in_progress.len(), 1);
-    c.cancel_run(auth(pb::CancelRunRequest { run_id: run_id.clone() }, t)).await.unwrap();
+    c.cancel_run(auth(
+        pb::CancelRunRequest {
+            run_id: run_id.clone(),
+        },
+        t,
+    ))
+    .await
+    .unwrap();
     let rest = collect(first).await;
-    let Some(pb::run_event::Event::Failed(r)) = rest.last().and_then(|e| e.event.clone()) else { panic!("{rest:?}") };
+    let Some(pb::run_event::Event::Failed(r)) = rest.last().and_then(|e| e.event.clone()) else {
+        panic!("{rest:?}")
+    };
     assert_eq!(r.state, pb::RunState::Cancelled as i32);
     assert_eq!(r.failure_class, "cancelled");
     assert!(ws.output_names().is_empty(), "{:?}", ws.output_names());
-    assert_eq!(c.cancel_run(auth(pb::CancelRunRequest { run_id: "nope".into() }, t)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.cancel_run(auth(
+            pb::CancelRunRequest {
+                run_id: "nope".into()
+            },
+            t
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -406,26 +756,69 @@ async fn tokens_and_roles() {
     let ws = agent_workspace(json!({}));
     let agent = serve(&ws);
     let mut c = client(&agent.addr()).await;
-    let e = c.get_status(Request::new(pb::GetStatusRequest {})).await.unwrap_err();
+    let e = c
+        .get_status(Request::new(pb::GetStatusRequest {}))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let e = c.get_status(auth(pb::GetStatusRequest {}, "not-a-token")).await.unwrap_err();
+    let e = c
+        .get_status(auth(pb::GetStatusRequest {}, "not-a-token"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     let mut r = Request::new(pb::GetStatusRequest {});
-    r.metadata_mut().insert("authorization", format!("Basic {VIEWER_TOKEN}").parse().unwrap());
-    assert_eq!(c.get_status(r).await.unwrap_err().code(), Code::Unauthenticated);
-    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN)).await.unwrap();
-    c.list_runs(auth(pb::ListRunsRequest::default(), VIEWER_TOKEN)).await.unwrap();
-    for (token, code) in [(VIEWER_TOKEN, Some(Code::PermissionDenied)), (OPERATOR_TOKEN, None), (ADMIN_TOKEN, None)] {
-        let r = c.test_connection(auth(pb::TestConnectionRequest { identifier: "People".into(), ..Default::default() }, token)).await;
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Basic {VIEWER_TOKEN}").parse().unwrap(),
+    );
+    assert_eq!(
+        c.get_status(r).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+        .await
+        .unwrap();
+    c.list_runs(auth(pb::ListRunsRequest::default(), VIEWER_TOKEN))
+        .await
+        .unwrap();
+    for (token, code) in [
+        (VIEWER_TOKEN, Some(Code::PermissionDenied)),
+        (OPERATOR_TOKEN, None),
+        (ADMIN_TOKEN, None),
+    ] {
+        let r = c
+            .test_connection(auth(
+                pb::TestConnectionRequest {
+                    identifier: "People".into(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await;
         assert_eq!(r.err().map(|e| e.code()), code, "{token}");
     }
     let e = c
-        .run_export(auth(pb::RunExportRequest { target: Some(pb::run_export_request::Target::Connection("People".into())), mode: 1 }, VIEWER_TOKEN))
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("People".into())),
+                mode: 1,
+            },
+            VIEWER_TOKEN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("Operator"), "{}", e.message());
-    let e = c.read_connection_table(auth(pb::ReadConnectionTableRequest { file: "People.csv".into(), chunk_size: 0 }, VIEWER_TOKEN)).await.unwrap_err();
+    let e = c
+        .read_connection_table(auth(
+            pb::ReadConnectionTableRequest {
+                file: "People.csv".into(),
+                chunk_size: 0,
+            },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let (code, stderr) = agent.stop();
     assert_eq!(code, 0);
@@ -445,8 +838,17 @@ async fn read_connection_table_refuses_anything_but_published_tables() {
     std::os::unix::fs::symlink(ws.path("secret.csv"), ws.path("Temp/ExportOutput/Db.csv")).unwrap();
     let agent = serve(&ws);
     let mut c = client(&agent.addr()).await;
-    let read = |file: &str| pb::ReadConnectionTableRequest { file: file.into(), chunk_size: 0 };
-    let ok = collect(c.read_connection_table(auth(read("people.csv"), ADMIN_TOKEN)).await.unwrap().into_inner()).await;
+    let read = |file: &str| pb::ReadConnectionTableRequest {
+        file: file.into(),
+        chunk_size: 0,
+    };
+    let ok = collect(
+        c.read_connection_table(auth(read("people.csv"), ADMIN_TOKEN))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
     assert_eq!(ok[0].data, b"id\n1\n");
     for (file, code) in [
         ("../appsettings.agent.json", Code::InvalidArgument),
@@ -481,26 +883,53 @@ fn a_public_address_needs_tls_and_tokens() {
     let ws = agent_workspace(json!({"Grpc": {"Listen": "0.0.0.0:0"}}));
     let out = ws.run(&["serve"]);
     assert_eq!(out.code, 78, "{}", out.all());
-    assert!(out.stderr.contains("refusing to listen on 0.0.0.0:0 without TLS and tokens"), "{}", out.stderr);
-    let ws = agent_workspace(json!({"Grpc": {"Listen": "localhost:1", "Tokens": [{"Name": "x", "Sha256": "12", "Role": "boss"}]}}));
+    assert!(
+        out.stderr
+            .contains("refusing to listen on 0.0.0.0:0 without TLS and tokens"),
+        "{}",
+        out.stderr
+    );
+    let ws = agent_workspace(
+        json!({"Grpc": {"Listen": "localhost:1", "Tokens": [{"Name": "x", "Sha256": "12", "Role": "boss"}]}}),
+    );
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78);
-    assert!(out.stderr.contains("Grpc:Listen \"localhost:1\" is not an address and port"), "{}", out.stderr);
-    assert!(out.stderr.contains("Grpc:Tokens x: Sha256 must be 64 hexadecimal digits"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Grpc:Listen \"localhost:1\" is not an address and port"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("Grpc:Tokens x: Sha256 must be 64 hexadecimal digits"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A test CA, a server certificate for 127.0.0.1/localhost, and a client certificate.
 fn make_pki(ws: &Workspace) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "connagent test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "connagent test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
     let client_key = KeyPair::generate().unwrap();
     let mut cp = CertificateParams::new(vec!["central".into()]).unwrap();
     cp.distinguished_name.push(DnType::CommonName, "central");
@@ -512,16 +941,29 @@ fn make_pki(ws: &Workspace) {
     ws.write("pki/client.key", client_key.serialize_pem());
 }
 
-async fn tls_client(ws: &Workspace, addr: &str, with_identity: bool) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
+async fn tls_client(
+    ws: &Workspace,
+    addr: &str,
+    with_identity: bool,
+) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let port = addr.rsplit(':').next().unwrap();
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ws.path("pki/ca.pem")).unwrap()))
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(ws.path("pki/ca.pem")).unwrap(),
+        ))
         .domain_name("localhost");
     if with_identity {
-        tls = tls.identity(Identity::from_pem(std::fs::read(ws.path("pki/client.pem")).unwrap(), std::fs::read(ws.path("pki/client.key")).unwrap()));
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(ws.path("pki/client.pem")).unwrap(),
+            std::fs::read(ws.path("pki/client.key")).unwrap(),
+        ));
     }
-    let ch = Channel::from_shared(format!("https://localhost:{port}")).unwrap().tls_config(tls)?.connect().await?;
+    let ch = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await?;
     Ok(AgentServiceClient::new(ch))
 }
 
@@ -529,44 +971,76 @@ async fn tls_client(ws: &Workspace, addr: &str, with_identity: bool) -> Result<A
 async fn tls_and_mutual_tls() {
     let ws = agent_workspace(json!({}));
     make_pki(&ws);
-    let mut s: Value = serde_json::from_str(&std::fs::read_to_string(ws.settings_path()).unwrap()).unwrap();
+    let mut s: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.settings_path()).unwrap()).unwrap();
     s["Grpc"]["Tls"] = json!({"CertificateFile": "pki/server.pem", "KeyFile": "pki/server.key"});
     ws.settings(s.clone());
     let agent = serve(&ws);
-    let mut c = tls_client(&ws, &agent.addr(), false).await.expect("tls connect");
-    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN)).await.unwrap();
+    let mut c = tls_client(&ws, &agent.addr(), false)
+        .await
+        .expect("tls connect");
+    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+        .await
+        .unwrap();
     // Plain text is refused by a TLS listener.
     let mut plain = client(&agent.addr()).await;
-    assert!(plain.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN)).await.is_err());
+    assert!(
+        plain
+            .get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+            .await
+            .is_err()
+    );
     drop(agent);
 
     // Mutual TLS: a client without a certificate signed by the CA is refused.
     s["Grpc"]["Tls"]["ClientCaFile"] = json!("pki/ca.pem");
     ws.settings(s);
     let agent = serve(&ws);
-    let mut c = tls_client(&ws, &agent.addr(), true).await.expect("mtls connect");
-    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN)).await.unwrap();
+    let mut c = tls_client(&ws, &agent.addr(), true)
+        .await
+        .expect("mtls connect");
+    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+        .await
+        .unwrap();
     let refused = match tls_client(&ws, &agent.addr(), false).await {
         Err(_) => true,
-        Ok(mut c) => c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN)).await.is_err(),
+        Ok(mut c) => c
+            .get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+            .await
+            .is_err(),
     };
     assert!(refused, "a client without a certificate got in");
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn dev_control_plane(port: u16) -> Proc {
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["dev-control-plane", "--listen", &format!("127.0.0.1:{port}"), "--token", CP_TOKEN]).stdin(Stdio::null());
+    cmd.args([
+        "dev-control-plane",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--token",
+        CP_TOKEN,
+    ])
+    .stdin(Stdio::null());
     Proc::start(cmd)
 }
 
 fn wait_for_lines(p: &Proc, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let lines: Vec<Value> = p.stdout_lines().iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let lines: Vec<Value> = p
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
         if pred(&lines) {
             return lines;
         }
@@ -578,57 +1052,203 @@ fn wait_for_lines(p: &Proc, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_survive_a_control_plane_outage_and_arrive_in_order() {
     let port = free_port();
-    let ws = agent_workspace(json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{port}"), "Token": CP_TOKEN, "HeartbeatSeconds": 1}}));
+    let ws = agent_workspace(
+        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{port}"), "Token": CP_TOKEN, "HeartbeatSeconds": 1}}),
+    );
     // The control plane is down: the agent discovers schemas at start and queues the reports.
     let agent = serve(&ws);
     let mut c = client(&agent.addr()).await;
     let t = ADMIN_TOKEN;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_dir(ws.path("Work/Outbox")).map(|d| d.count()).unwrap_or(0) < 3 {
+    while std::fs::read_dir(ws.path("Work/Outbox"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        < 3
+    {
         assert!(Instant::now() < deadline, "schema reports were not queued");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     collect(
-        c.run_export(auth(pb::RunExportRequest { target: Some(pb::run_export_request::Target::Connection("People".into())), mode: 1 }, t))
-            .await
-            .unwrap()
-            .into_inner(),
+        c.run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("People".into())),
+                mode: 1,
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
     )
     .await;
     // A schema change while the server is away is queued too.
     ws.write("in/people.csv", "id,name,email\n1,Ann,a@x\n");
-    c.refresh_schema(auth(pb::RefreshSchemaRequest { target: Some(pb::refresh_schema_request::Target::Connection("People".into())) }, t)).await.unwrap();
+    c.refresh_schema(auth(
+        pb::RefreshSchemaRequest {
+            target: Some(pb::refresh_schema_request::Target::Connection(
+                "People".into(),
+            )),
+        },
+        t,
+    ))
+    .await
+    .unwrap();
     let queued = std::fs::read_dir(ws.path("Work/Outbox")).unwrap().count();
     assert_eq!(queued, 5, "3 schemas + 1 run + 1 changed schema");
     // The server comes back: everything is delivered, in order, and the queue empties.
     let cp = dev_control_plane(port);
-    let lines = wait_for_lines(&cp, |l| l.iter().filter(|v| v["kind"] == "schema" || v["kind"] == "run").count() >= 5);
-    let reports: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "schema" || v["kind"] == "run").collect();
-    let seqs: Vec<u64> = reports.iter().map(|v| v["sequence"].as_u64().unwrap()).collect();
+    let lines = wait_for_lines(&cp, |l| {
+        l.iter()
+            .filter(|v| v["kind"] == "schema" || v["kind"] == "run")
+            .count()
+            >= 5
+    });
+    let reports: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["kind"] == "schema" || v["kind"] == "run")
+        .collect();
+    let seqs: Vec<u64> = reports
+        .iter()
+        .map(|v| v["sequence"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     assert_eq!(reports[3]["kind"], "run");
     assert_eq!(reports[3]["run"]["state"], "RUN_STATE_SUCCEEDED");
     assert_eq!(reports[4]["connection"], "People");
-    assert_eq!(reports[4]["outcome"]["schema"]["tables"][0]["columns"], json!(["id", "name", "email"]));
-    wait_for_lines(&cp, |l| l.iter().any(|v| v["kind"] == "heartbeat" && v["queued_reports"] == 0));
-    assert_eq!(std::fs::read_dir(ws.path("Work/Outbox")).unwrap().count(), 0);
+    assert_eq!(
+        reports[4]["outcome"]["schema"]["tables"][0]["columns"],
+        json!(["id", "name", "email"])
+    );
+    wait_for_lines(&cp, |l| {
+        l.iter()
+            .any(|v| v["kind"] == "heartbeat" && v["queued_reports"] == 0)
+    });
+    assert_eq!(
+        std::fs::read_dir(ws.path("Work/Outbox")).unwrap().count(),
+        0
+    );
     // A refresh that changes nothing is not reported again.
-    c.refresh_schema(auth(pb::RefreshSchemaRequest { target: Some(pb::refresh_schema_request::Target::Connection("People".into())) }, t)).await.unwrap();
+    c.refresh_schema(auth(
+        pb::RefreshSchemaRequest {
+            target: Some(pb::refresh_schema_request::Target::Connection(
+                "People".into(),
+            )),
+        },
+        t,
+    ))
+    .await
+    .unwrap();
     // A failed discovery is stored and reported as a failure.
     std::fs::remove_file(ws.path("in/people.csv")).unwrap();
     let r = c
-        .refresh_schema(auth(pb::RefreshSchemaRequest { target: Some(pb::refresh_schema_request::Target::Connection("People".into())) }, t))
+        .refresh_schema(auth(
+            pb::RefreshSchemaRequest {
+                target: Some(pb::refresh_schema_request::Target::Connection(
+                    "People".into(),
+                )),
+            },
+            t,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert!(matches!(r.schemas[0].status.as_ref().unwrap().state, Some(pb::schema_status::State::Failed(_))));
+    assert!(matches!(
+        r.schemas[0].status.as_ref().unwrap().state,
+        Some(pb::schema_status::State::Failed(_))
+    ));
     assert!(r.schemas[0].schema.is_some(), "the previous schema is kept");
-    let lines = wait_for_lines(&cp, |l| l.iter().any(|v| v["kind"] == "schema" && v["outcome"]["failure"].is_object()));
-    let failure = lines.iter().find(|v| v["outcome"]["failure"].is_object()).unwrap();
+    let lines = wait_for_lines(&cp, |l| {
+        l.iter()
+            .any(|v| v["kind"] == "schema" && v["outcome"]["failure"].is_object())
+    });
+    let failure = lines
+        .iter()
+        .find(|v| v["outcome"]["failure"].is_object())
+        .unwrap();
     assert_eq!(failure["sequence"], 6, "{lines:?}");
     assert_eq!(failure["outcome"]["failure"]["class"], "config");
     let (code, stderr) = agent.stop();
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains(CP_TOKEN), "control-plane token in the log");
-    assert!(stderr.contains("control plane unreachable; reports stay queued"), "{stderr}");
+    assert!(
+        stderr.contains("control plane unreachable; reports stay queued"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_leave_through_grpc_or_the_log() {
+    let canary = "candidate-pw-canary-5e3a";
+    let ws = agent_workspace(
+        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{}", free_port()), "Token": CP_TOKEN}}),
+    );
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let t = ADMIN_TOKEN;
+    let mut seen = String::new();
+    // Candidate settings with a secret part: used for the test only, never echoed.
+    let mut cand = std::collections::HashMap::new();
+    cand.insert(
+        "ConnectionString".to_string(),
+        format!("Data Source=hr.db;Password={canary}"),
+    );
+    let e = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "Db".into(),
+                settings: cand.clone(),
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
+    seen.push_str(&format!("{e:?}"));
+    cand.insert(
+        "ConnectionString".to_string(),
+        format!("Data Source=hr.db;Password=x;{canary}"),
+    );
+    let e = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "Db".into(),
+                settings: cand,
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    seen.push_str(&format!("{e:?}"));
+    for id in ["Db", "People", "Remote"] {
+        let d = c
+            .get_connection(auth(
+                pb::GetConnectionRequest {
+                    identifier: id.into(),
+                },
+                t,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.push_str(&format!("{d:?}"));
+    }
+    let st = c
+        .get_status(auth(pb::GetStatusRequest {}, t))
+        .await
+        .unwrap()
+        .into_inner();
+    seen.push_str(&format!("{st:?}"));
+    let (_, stderr) = agent.stop();
+    seen.push_str(&stderr);
+    for secret in [canary, CP_TOKEN, ADMIN_TOKEN, OPERATOR_TOKEN, VIEWER_TOKEN] {
+        assert!(!seen.contains(secret), "{secret} leaked:\n{seen}");
+    }
+    for dir in ["Work", "Temp"] {
+        for secret in [canary, CP_TOKEN] {
+            assert!(
+                files_containing(&ws.path(dir), secret).is_empty(),
+                "{secret} stored under {dir}"
+            );
+        }
+    }
 }

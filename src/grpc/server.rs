@@ -91,10 +91,17 @@ pub async fn serve(bound: Bound, rt: Arc<Runtime>) -> Result<(), ServeError> {
     health_reporter
         .set_serving::<AgentServiceServer<AgentServiceImpl>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: v1, and v1alpha that many tools still ask for first.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| ServeError::Transport(e.to_string()))?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| ServeError::Transport(e.to_string()))?;
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
@@ -108,6 +115,7 @@ pub async fn serve(bound: Bound, rt: Arc<Runtime>) -> Result<(), ServeError> {
     builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(AgentServiceServer::new(AgentServiceImpl::new(rt)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(bound.listener), async move {
             shutdown.cancelled().await
