@@ -129,7 +129,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    ExitCode::from(runtime.block_on(run(cli)))
+    let code = runtime.block_on(run(cli));
+    // Blocking tasks (a file being streamed to a client that stopped reading) must not keep
+    // the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    ExitCode::from(code)
 }
 
 fn init_logging() {
@@ -749,7 +753,11 @@ fn print_report(r: &RunReport, continue_on_error: bool) {
             } else {
                 format!(
                     "these tables were already replaced: {}; the others are unchanged",
-                    published.join(", ")
+                    published
+                        .iter()
+                        .map(|t| t.file.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             eprintln!("{what}: failed ({class:?}){tail}: {message}\n  {files}");
@@ -810,7 +818,15 @@ async fn serve(cli: &Cli, registry: Arc<Registry>) -> u8 {
             eprintln!("error: {e}");
             return EXIT_CONFIG;
         }
-        rt.set_report_sink(client);
+        rt.set_report_sink(client.clone());
+        // Runs cut short by the previous stop are reported now.
+        for r in rt.runs.take_interrupted() {
+            if let Err(e) =
+                crate::runtime::ReportSink::report_run(&*client, snapshot.agent.as_str(), &r)
+            {
+                tracing::error!(run = %r.id, error = %e, "run report not queued");
+            }
+        }
     }
     let bound = match server::bind(&grpc_settings).await {
         Ok(b) => b,
@@ -849,9 +865,27 @@ async fn serve(cli: &Cli, registry: Arc<Registry>) -> u8 {
             tracing::info!("stopping: cancelling runs");
             rt.shutdown.cancel();
             rt.runs.cancel_all();
+            wait_for_stop_signal().await;
+            eprintln!("stopping now (second signal); partial files are removed at the next start");
+            std::process::exit(i32::from(EXIT_FAILED));
         });
     }
-    let result = server::serve(bound, rt.clone()).await;
+    // After a stop signal, open calls get a grace period, then the server stops regardless.
+    let result = {
+        let shutdown = rt.shutdown.clone();
+        let serving = server::serve(bound, rt.clone());
+        tokio::pin!(serving);
+        tokio::select! {
+            r = &mut serving => r,
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            } => {
+                tracing::warn!("open gRPC calls did not end within 10 s of the stop; closing them");
+                Ok(())
+            }
+        }
+    };
     // Let cancelled runs remove their partial files.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while rt.runs.any_active() && std::time::Instant::now() < deadline {

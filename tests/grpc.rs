@@ -1252,3 +1252,326 @@ async fn secrets_never_leave_through_grpc_or_the_log() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queueing_precondition_and_availability_codes() {
+    let ws = agent_workspace(json!({"Jobs": {"MaxTaskBatchSize": 1}}));
+    // A connection whose export is switched off, one served by a task, and a database that is not one.
+    ws.write("garbage.db", "this is not an SQLite database, whatever its name says.................................................................................................");
+    let mut s: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.settings_path()).unwrap()).unwrap();
+    s["Connections"]["Off"] = json!({"Path": "in/people.csv"});
+    s["Connections"]["Broken"] =
+        json!({"ConnectionString": "Data Source=garbage.db", "SqlCommand": "SELECT 1"});
+    ws.settings(s);
+    ws.xml(
+        "more.xml",
+        "<Connection Identifier=\"Off\" DisplayName_L1=\"off\" Connector=\"HR\" Package=\"Csv\" DeactivationExportFulfill=\"Export\"/>
+<Connection Identifier=\"Broken\" DisplayName_L1=\"broken\" Connector=\"HR\" Package=\"Sqlite\"/>
+<ExportTask Identifier=\"SlowTask\" DisplayName_L1=\"slow\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"Slow\"/>",
+    );
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let t = OPERATOR_TOKEN;
+    let target = |task: Option<&str>, conn: Option<&str>| pb::RunExportRequest {
+        target: task
+            .map(|x| pb::run_export_request::Target::Task(x.into()))
+            .or(conn.map(|x| pb::run_export_request::Target::Connection(x.into()))),
+        mode: 0,
+    };
+    let e = c
+        .run_export(auth(target(None, Some("Off")), t))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("switched off"), "{}", e.message());
+    let e = c
+        .run_export(auth(target(Some("NoSuchTask"), None), t))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "Broken".into(),
+                ..Default::default()
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("not a database"), "{}", e.message());
+
+    // With one slot, a second export waits (QUEUED) while the first runs.
+    let mut slow = c
+        .run_export(auth(target(Some("SlowTask"), None), t))
+        .await
+        .unwrap()
+        .into_inner();
+    let slow_id = slow.message().await.unwrap().unwrap().run_id;
+    let e = c
+        .run_export(auth(target(Some("slowtask"), None), t))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains(&slow_id), "{}", e.message());
+    let complete_people = pb::RunExportRequest {
+        mode: pb::ExportMode::Complete as i32,
+        ..target(None, Some("People"))
+    };
+    let mut people = c
+        .run_export(auth(complete_people, t))
+        .await
+        .unwrap()
+        .into_inner();
+    let accepted = people.message().await.unwrap().unwrap();
+    let people_id = accepted.run_id.clone();
+    let run = c
+        .get_run(auth(
+            pb::GetRunRequest {
+                run_id: people_id.clone(),
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(run.state, pb::RunState::Queued as i32);
+    let tasks = c
+        .list_export_tasks(auth(pb::ListExportTasksRequest {}, t))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        tasks
+            .tasks
+            .iter()
+            .find(|x| x.identifier == "SlowTask")
+            .unwrap()
+            .running_run_id,
+        slow_id
+    );
+    // The slow run reports progress every few seconds.
+    let mut saw_progress = false;
+    while !saw_progress {
+        let ev = tokio::time::timeout(Duration::from_secs(30), slow.message())
+            .await
+            .expect("progress")
+            .unwrap()
+            .unwrap();
+        if let Some(pb::run_event::Event::Progress(p)) = ev.event {
+            assert_eq!(p.file, "Slow.csv");
+            assert!(p.rows > 0);
+            saw_progress = true;
+        }
+    }
+    c.cancel_run(auth(pb::CancelRunRequest { run_id: slow_id }, t))
+        .await
+        .unwrap();
+    let rest = collect(people).await;
+    let Some(pb::run_event::Event::Finished(r)) = rest.last().and_then(|e| e.event.clone()) else {
+        panic!("{rest:?}")
+    };
+    assert_eq!(r.state, pb::RunState::Succeeded as i32);
+    assert!(r.started_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_roles_anonymous_loopback_and_health() {
+    let ws = agent_workspace(json!({}));
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let ids = |r: pb::ListConnectionsResponse| {
+        r.connections
+            .into_iter()
+            .map(|c| c.identifier)
+            .collect::<Vec<_>>()
+    };
+    let r = c
+        .list_connections(auth(
+            pb::ListConnectionsRequest {
+                connector: "far".into(),
+                ..Default::default()
+            },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(r), ["Remote"]);
+    let r = c
+        .list_connections(auth(
+            pb::ListConnectionsRequest {
+                package: "usercube.csv@0000001".into(),
+                ..Default::default()
+            },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(r), ["People", "Remote"]);
+    let denied = [
+        c.refresh_schema(auth(
+            pb::RefreshSchemaRequest {
+                target: Some(pb::refresh_schema_request::Target::Connection("Db".into())),
+            },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .map(|_| ()),
+        c.reset_metadata(auth(
+            pb::ResetMetadataRequest {
+                connection: "Db".into(),
+            },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .map(|_| ()),
+        c.cancel_run(auth(
+            pb::CancelRunRequest { run_id: "x".into() },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .map(|_| ()),
+    ];
+    for d in denied {
+        assert_eq!(d.unwrap_err().code(), Code::PermissionDenied);
+    }
+    let e = c
+        .refresh_schema(auth(
+            pb::RefreshSchemaRequest {
+                target: Some(pb::refresh_schema_request::Target::Connector("Far".into())),
+            },
+            OPERATOR_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    // Standard health checking.
+    let ch = Channel::from_shared(format!("http://{}", agent.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "connagent.v1.AgentService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    drop(agent);
+
+    // No token configured on loopback: every caller is let in (development).
+    let mut s: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.settings_path()).unwrap()).unwrap();
+    s["Grpc"]["Tokens"] = json!([]);
+    ws.settings(s);
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    c.get_status(Request::new(pb::GetStatusRequest {}))
+        .await
+        .unwrap();
+    c.test_connection(Request::new(pb::TestConnectionRequest {
+        identifier: "People".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_survive_a_restart_and_a_killed_run_is_failed_and_reported() {
+    let port = free_port();
+    let ws = agent_workspace(
+        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{port}"), "Token": CP_TOKEN, "HeartbeatSeconds": 1}}),
+    );
+    let cp = dev_control_plane(port);
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let t = ADMIN_TOKEN;
+    let done = collect(
+        c.run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("People".into())),
+                mode: 1,
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    let done_id = done[0].run_id.clone();
+    let mut slow = c
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("Slow".into())),
+                mode: 0,
+            },
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let slow_id = slow.message().await.unwrap().unwrap().run_id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ws.output_file("Slow.csv.partial").exists() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The control plane has the first run; then the agent dies hard in the middle of the second.
+    wait_for_lines(&cp, |l| {
+        l.iter()
+            .any(|v| v["kind"] == "run" && v["run"]["id"] == done_id.as_str())
+    });
+    let mut agent = agent;
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    drop(agent);
+    // The control plane goes away mid-session, and comes back later.
+    drop(cp);
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let runs = c
+        .list_runs(auth(pb::ListRunsRequest::default(), t))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = runs.runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [slow_id.as_str(), done_id.as_str()]);
+    assert_eq!(runs.runs[0].state, pb::RunState::Failed as i32);
+    assert!(
+        runs.runs[0].error.contains("interrupted"),
+        "{}",
+        runs.runs[0].error
+    );
+    assert_eq!(runs.runs[1].state, pb::RunState::Succeeded as i32);
+    // The interrupted run's partial file is removed by its connection's next export, not served.
+    assert!(ws.output_names().iter().all(|n| n != "Slow.csv"));
+    let cp = dev_control_plane(port);
+    let lines = wait_for_lines(&cp, |l| {
+        l.iter()
+            .any(|v| v["kind"] == "run" && v["run"]["id"] == slow_id.as_str())
+    });
+    let r = lines
+        .iter()
+        .find(|v| v["kind"] == "run" && v["run"]["id"] == slow_id.as_str())
+        .unwrap();
+    assert_eq!(r["run"]["state"], "RUN_STATE_FAILED");
+    // Sequence numbers keep increasing across the restart.
+    let seqs: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["kind"] != "heartbeat" && v["kind"] != "listening")
+        .map(|v| v["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}

@@ -285,12 +285,42 @@ pub fn control_plane_settings(
             }
         },
     };
+    let certificate_file = file(tree, &["ControlPlane", "CertificateFile"], d);
+    let key_file = file(tree, &["ControlPlane", "KeyFile"], d);
+    if certificate_file.is_some() != key_file.is_some() {
+        d.push(
+            Diagnostic::error(
+                Some(tree.origin(&["ControlPlane"])),
+                "ControlPlane needs both CertificateFile and KeyFile, or neither",
+            )
+            .hint("a client certificate for mutual TLS comes with its private key"),
+        );
+    }
+    let host_is_loopback = url
+        .split("://")
+        .nth(1)
+        .map(|rest| rest.split(['/', ':']).next().unwrap_or(""))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+                || h == "[::1]"
+        });
+    if url.starts_with("http://") && token.is_some() && !host_is_loopback {
+        d.push(
+            Diagnostic::warning(
+                Some(tree.origin(&["ControlPlane", "Url"])),
+                "ControlPlane:Token would travel in clear text over http:// to another host",
+            )
+            .hint("use an https:// URL (with CaFile for a private CA)"),
+        );
+    }
     Some(ControlPlaneSettings {
         url: url.to_string(),
         token,
         heartbeat: Duration::from_secs(heartbeat),
         ca_file: file(tree, &["ControlPlane", "CaFile"], d),
-        certificate_file: file(tree, &["ControlPlane", "CertificateFile"], d),
-        key_file: file(tree, &["ControlPlane", "KeyFile"], d),
+        certificate_file,
+        key_file,
     })
 }

@@ -221,9 +221,9 @@ pub enum RunOutcome {
     Failed {
         class: FailureClass,
         message: String,
-        /// Files replaced before the failure (only when publishing itself failed midway).
+        /// Tables replaced before the failure (only when publishing itself failed midway).
         #[serde(skip_serializing_if = "Vec::is_empty")]
-        published: Vec<String>,
+        published: Vec<PublishedTable>,
     },
 }
 
@@ -241,6 +241,17 @@ pub struct RunReport {
 impl RunReport {
     pub fn failed(&self) -> bool {
         matches!(self.outcome, RunOutcome::Failed { .. })
+    }
+}
+
+fn published_table(dir: &std::path::Path, t: sink::FinishedTable) -> PublishedTable {
+    PublishedTable {
+        path: dir.join(&t.stats.file).display().to_string(),
+        file: t.stats.file,
+        rows: t.stats.rows,
+        bytes: t.stats.bytes,
+        sha256: t.stats.sha256,
+        duration: t.duration,
     }
 }
 
@@ -350,20 +361,17 @@ pub async fn run_one(
                 Ok(Ok(tables)) => RunOutcome::Published {
                     tables: tables
                         .into_iter()
-                        .map(|t| PublishedTable {
-                            path: out_dir.join(&t.stats.file).display().to_string(),
-                            file: t.stats.file,
-                            rows: t.stats.rows,
-                            bytes: t.stats.bytes,
-                            sha256: t.stats.sha256,
-                            duration: t.duration,
-                        })
+                        .map(|t| published_table(&out_dir, t))
                         .collect(),
                 },
                 Ok(Err(e)) => RunOutcome::Failed {
                     class: FailureClass::System,
                     message: e.error.to_string(),
-                    published: e.published,
+                    published: e
+                        .published
+                        .into_iter()
+                        .map(|t| published_table(&out_dir, t))
+                        .collect(),
                 },
                 Err(e) => failed(FailureClass::System, format!("publishing failed: {e}")),
             }

@@ -39,11 +39,11 @@ impl std::fmt::Debug for Progress {
     }
 }
 
-/// Publishing failed; `published` names the files already replaced.
+/// Publishing failed; `published` holds the tables already renamed to their final name.
 #[derive(Debug, Clone)]
 pub struct PublishError {
     pub error: SinkError,
-    pub published: Vec<String>,
+    pub published: Vec<FinishedTable>,
 }
 
 /// A finished table, ready to publish.
@@ -171,7 +171,7 @@ impl CsvOutput {
             }
         }
         let mut out: Vec<FinishedTable> = Vec::new();
-        let published = |out: &[FinishedTable]| out.iter().map(|f| f.stats.file.clone()).collect();
+        let published = |out: &[FinishedTable]| out.to_vec();
         for (t, f) in done {
             if let Err(e) = std::fs::rename(&t.partial, &t.final_path) {
                 return Err(PublishError {

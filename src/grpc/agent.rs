@@ -17,7 +17,6 @@ use std::io::{Read, Seek};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 pub struct AgentServiceImpl {
@@ -280,7 +279,7 @@ impl AgentService for AgentServiceImpl {
                     if !snapshot.connectors.iter().any(|c| c.identifier.matches(k)) {
                         return Err(Status::not_found(format!("there is no connector {k:?}")));
                     }
-                    snapshot
+                    let ids: Vec<String> = snapshot
                         .connections
                         .iter()
                         .filter(|c| {
@@ -289,7 +288,13 @@ impl AgentService for AgentServiceImpl {
                                 && matches!(c.settings, SettingsState::Ok(_))
                         })
                         .map(|c| c.identifier.to_string())
-                        .collect()
+                        .collect();
+                    if ids.is_empty() {
+                        return Err(Status::failed_precondition(format!(
+                            "connector {k} has no connection served by this agent with usable settings"
+                        )));
+                    }
+                    ids
                 }
                 None => {
                     return Err(Status::invalid_argument(
@@ -297,17 +302,18 @@ impl AgentService for AgentServiceImpl {
                     ));
                 }
             };
-            let mut schemas = Vec::new();
-            for id in ids {
-                let s = self
-                    .rt
-                    .schemas
-                    .refresh(&self.rt, &id)
-                    .await
-                    .map_err(refresh_status)?;
-                schemas.push(convert::schema_state(&s));
-            }
-            Ok(pb::RefreshSchemaResponse { schemas })
+            // Its own task: a client that goes away does not cut a discovery short.
+            let rt = self.rt.clone();
+            let work = tokio::spawn(async move {
+                let mut schemas = Vec::new();
+                for id in ids {
+                    let s = rt.schemas.refresh(&rt, &id).await.map_err(refresh_status)?;
+                    schemas.push(convert::schema_state(&s));
+                }
+                Ok(pb::RefreshSchemaResponse { schemas })
+            });
+            work.await
+                .unwrap_or_else(|e| Err(Status::internal(format!("the refresh stopped: {e}"))))
         }
         .await;
         done("RefreshSchema", &caller, r)
@@ -321,11 +327,11 @@ impl AgentService for AgentServiceImpl {
         let q = req.into_inner();
         let r = async {
             let id = required("connection", &q.connection)?;
-            let s = self
-                .rt
-                .schemas
-                .reset(&self.rt, id)
+            let rt = self.rt.clone();
+            let id = id.to_string();
+            let s = tokio::spawn(async move { rt.schemas.reset(&rt, &id).await })
                 .await
+                .map_err(|e| Status::internal(format!("the reset stopped: {e}")))?
                 .map_err(refresh_status)?;
             Ok(pb::RefreshSchemaResponse {
                 schemas: vec![convert::schema_state(&s)],
@@ -420,11 +426,25 @@ impl AgentService for AgentServiceImpl {
                 })?;
             tracing::info!(run = %record.id, connection = %record.connection, caller = %caller.name, "export started");
             let (tx, out) = mpsc::channel(64);
+            let shutdown = self.rt.shutdown.clone();
             tokio::spawn(async move {
                 loop {
-                    let ev = match rx.recv().await {
+                    let ev = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tx.closed() => break,
+                        ev = rx.recv() => ev,
+                    };
+                    let ev = match ev {
                         Ok(ev) => ev,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            // Say so rather than silently skip: GetRun has the run's state.
+                            let _ = tx
+                                .send(Err(Status::data_loss(format!(
+                                    "{n} events of this run were skipped because the client read too slowly; follow the run with GetRun"
+                                ))))
+                                .await;
+                            break;
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     };
                     use pb::run_event::Event as E;
@@ -448,7 +468,11 @@ impl AgentService for AgentServiceImpl {
                         event: Some(event),
                     };
                     // A client that went away stops the stream, not the run.
-                    if tx.send(Ok(msg)).await.is_err() || last {
+                    let sent = tokio::select! {
+                        _ = shutdown.cancelled() => false,
+                        r = tx.send(Ok(msg)) => r.is_ok(),
+                    };
+                    if !sent || last {
                         break;
                     }
                 }
@@ -551,9 +575,14 @@ impl AgentService for AgentServiceImpl {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(
                             skipped = n,
-                            "a WatchEvents client is too slow; events were skipped"
+                            "a WatchEvents client is too slow; ending its stream"
                         );
-                        continue;
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "{n} events were skipped because the client read too slowly; GetStatus and ListRuns give the current state"
+                            ))))
+                            .await;
+                        break;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
@@ -677,7 +706,7 @@ impl AgentServiceImpl {
         let cref = ConnectionRef {
             identifier: c.identifier.clone(),
             settings: Arc::new(settings),
-            cancel: CancellationToken::new(),
+            cancel: self.rt.shutdown.child_token(),
         };
         let result = tokio::spawn(async move { package.test(&cref).await })
             .await

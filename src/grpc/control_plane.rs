@@ -30,6 +30,14 @@ pub struct ControlPlaneClient {
     settings: ControlPlaneSettings,
 }
 
+/// Why a queued report was not delivered.
+enum DeliveryError {
+    /// The file cannot be read or decoded here: retrying cannot help.
+    Unreadable(String),
+    /// The server did not take it (unreachable, or an error status): retried with backoff.
+    Server(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("ControlPlane:Url {0:?} is not a valid endpoint: {1}")]
@@ -44,10 +52,24 @@ impl ControlPlaneClient {
     pub fn new(work: &Path, settings: ControlPlaneSettings) -> Arc<Self> {
         let outbox = work.join("Outbox");
         let sequence_file = work.join("State").join("report-sequence");
-        let last = std::fs::read_to_string(&sequence_file)
+        // The next number follows both the saved one and any report still queued, so that a lost
+        // or stale sequence file can never make a new report overwrite a waiting one.
+        let saved = std::fs::read_to_string(&sequence_file)
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        let queued_max = std::fs::read_dir(&outbox)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.split('.').next()?.parse::<u64>().ok()
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let last = saved.max(queued_max);
         Arc::new(ControlPlaneClient {
             outbox,
             sequence_file,
@@ -71,35 +93,33 @@ impl ControlPlaneClient {
         v
     }
 
-    fn next_sequence(&self) -> u64 {
+    /// Numbers and queues a report, under one lock: files appear in sequence order, so the
+    /// sender never sees report N+1 before report N.
+    fn enqueue(&self, kind: u8, body: impl FnOnce(u64) -> Vec<u8>) -> Result<(), String> {
         let mut seq = self.sequence.lock().unwrap_or_else(|p| p.into_inner());
-        *seq += 1;
-        let res = self
+        let next = *seq + 1;
+        let path = self.outbox.join(format!("{next:020}.report"));
+        let mut bytes = vec![kind];
+        bytes.extend(body(next));
+        std::fs::create_dir_all(&self.outbox)
+            .and_then(|()| crate::fsutil::write_atomically(&path, &bytes))
+            .map_err(|e| format!("cannot queue a report in {}: {e}", path.display()))?;
+        *seq = next;
+        // The queued files also carry the number; the saved counter only helps after the outbox
+        // has been emptied.
+        let saved = self
             .sequence_file
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| {
-                crate::fsutil::write_atomically(&self.sequence_file, seq.to_string().as_bytes())
+                crate::fsutil::write_atomically(&self.sequence_file, next.to_string().as_bytes())
             });
-        if let Err(e) = res {
+        if let Err(e) = saved {
             tracing::warn!(error = %e, "cannot save the report sequence");
         }
-        *seq
-    }
-
-    fn enqueue(&self, kind: u8, sequence: u64, body: Vec<u8>) {
-        let path = self.outbox.join(format!("{sequence:020}.report"));
-        let mut bytes = Vec::with_capacity(body.len() + 1);
-        bytes.push(kind);
-        bytes.extend(body);
-        let res = std::fs::create_dir_all(&self.outbox)
-            .and_then(|()| crate::fsutil::write_atomically(&path, &bytes));
-        match res {
-            Ok(()) => self.notify.notify_one(),
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot queue a report for the control plane")
-            }
-        }
+        drop(seq);
+        self.notify.notify_one();
+        Ok(())
     }
 
     fn read_file(path: &Path) -> Result<Vec<u8>, ClientError> {
@@ -118,9 +138,11 @@ impl ControlPlaneClient {
             .keep_alive_while_idle(true);
         if s.url.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &s.ca_file {
-                tls = tls.ca_certificate(Certificate::from_pem(Self::read_file(ca)?));
-            }
+            tls = match &s.ca_file {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(Self::read_file(ca)?)),
+                // Without CaFile, the public web PKI roots (webpki-roots) are trusted.
+                None => tls.with_webpki_roots(),
+            };
             if let (Some(c), Some(k)) = (&s.certificate_file, &s.key_file) {
                 tls = tls.identity(Identity::from_pem(Self::read_file(c)?, Self::read_file(k)?));
             }
@@ -145,21 +167,24 @@ impl ControlPlaneClient {
         &self,
         client: &mut ControlPlaneServiceClient<Channel>,
         path: &Path,
-    ) -> Result<(), String> {
-        let bytes = Self::read_file(path).map_err(|e| e.to_string())?;
-        let (kind, body) = bytes.split_first().ok_or("empty report file")?;
+    ) -> Result<(), DeliveryError> {
+        let local = DeliveryError::Unreadable;
+        let bytes = Self::read_file(path).map_err(|e| local(e.to_string()))?;
+        let (kind, body) = bytes
+            .split_first()
+            .ok_or_else(|| local("empty report file".into()))?;
         let result = match *kind {
             KIND_SCHEMA => {
-                let m = pb::SchemaReport::decode(body).map_err(|e| e.to_string())?;
+                let m = pb::SchemaReport::decode(body).map_err(|e| local(e.to_string()))?;
                 client.report_schema(self.request(m)).await.map(|_| ())
             }
             KIND_RUN => {
-                let m = pb::RunReport::decode(body).map_err(|e| e.to_string())?;
+                let m = pb::RunReport::decode(body).map_err(|e| local(e.to_string()))?;
                 client.report_run(self.request(m)).await.map(|_| ())
             }
-            other => return Err(format!("unknown report kind {other}")),
+            other => return Err(local(format!("unknown report kind {other}"))),
         };
-        result.map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        result.map_err(|s| DeliveryError::Server(format!("{:?}: {}", s.code(), s.message())))
     }
 
     /// Delivers queued reports in order, and sends heartbeats, until the agent stops.
@@ -184,14 +209,13 @@ impl ControlPlaneClient {
                         let _ = std::fs::remove_file(&path);
                         backoff = BACKOFF_START;
                     }
-                    Err(e)
-                        if e.starts_with("unknown report kind")
-                            || e.contains("failed to decode") =>
-                    {
-                        tracing::error!(file = %path.display(), error = %e, "dropping an unreadable queued report");
+                    Err(DeliveryError::Unreadable(e)) => {
+                        // Only a file this agent cannot read is set aside; the server's own
+                        // errors are retried.
+                        tracing::error!(file = %path.display(), error = %e, "setting aside an unreadable queued report");
                         let _ = std::fs::rename(&path, path.with_extension("unreadable"));
                     }
-                    Err(e) => {
+                    Err(DeliveryError::Server(e)) => {
                         let jitter = 0.8 + fastrand::f64() * 0.4;
                         let wait = backoff.mul_f64(jitter);
                         tracing::warn!(error = %e, retry_in = ?wait, queued = me.queued().len(), "control plane unreachable; reports stay queued");
@@ -239,8 +263,7 @@ impl ControlPlaneClient {
 }
 
 impl ReportSink for ControlPlaneClient {
-    fn report_schema(&self, agent: &str, state: &SchemaState) {
-        let sequence = self.next_sequence();
+    fn report_schema(&self, agent: &str, state: &SchemaState) -> Result<(), String> {
         use pb::schema_report::Outcome;
         let outcome = match (&state.failure, &state.schema) {
             (Some(f), _) if state.refreshed_at.is_none_or(|ok| f.at > ok) => {
@@ -251,29 +274,32 @@ impl ReportSink for ControlPlaneClient {
                 })
             }
             (_, Some(s)) => Outcome::Schema(convert::schema(s)),
-            _ => return,
+            _ => return Ok(()),
         };
         let fingerprint = match &outcome {
             Outcome::Schema(s) => s.fingerprint.clone(),
             Outcome::Failure(_) => String::new(),
         };
-        let m = pb::SchemaReport {
-            agent_identifier: agent.to_string(),
-            sequence,
-            connection: state.connection.clone(),
-            outcome: Some(outcome),
-            fingerprint,
-        };
-        self.enqueue(KIND_SCHEMA, sequence, m.encode_to_vec());
+        self.enqueue(KIND_SCHEMA, |sequence| {
+            pb::SchemaReport {
+                agent_identifier: agent.to_string(),
+                sequence,
+                connection: state.connection.clone(),
+                outcome: Some(outcome),
+                fingerprint,
+            }
+            .encode_to_vec()
+        })
     }
 
-    fn report_run(&self, agent: &str, run: &RunRecord) {
-        let sequence = self.next_sequence();
-        let m = pb::RunReport {
-            agent_identifier: agent.to_string(),
-            sequence,
-            run: Some(convert::run(run)),
-        };
-        self.enqueue(KIND_RUN, sequence, m.encode_to_vec());
+    fn report_run(&self, agent: &str, run: &RunRecord) -> Result<(), String> {
+        self.enqueue(KIND_RUN, |sequence| {
+            pb::RunReport {
+                agent_identifier: agent.to_string(),
+                sequence,
+                run: Some(convert::run(run)),
+            }
+            .encode_to_vec()
+        })
     }
 }

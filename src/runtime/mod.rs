@@ -50,10 +50,11 @@ pub struct TimedEvent {
     pub event: Event,
 }
 
-/// Where reports to the control plane go (the gRPC client queues them on disk).
+/// Where reports to the control plane go (the gRPC client queues them on disk). `Ok` means the
+/// report is queued durably; an error means it was not, and the caller may try again later.
 pub trait ReportSink: Send + Sync {
-    fn report_schema(&self, agent: &str, state: &SchemaState);
-    fn report_run(&self, agent: &str, run: &RunRecord);
+    fn report_schema(&self, agent: &str, state: &SchemaState) -> Result<(), String>;
+    fn report_run(&self, agent: &str, run: &RunRecord) -> Result<(), String>;
 }
 
 pub struct Runtime {

@@ -111,6 +111,8 @@ struct Inner {
     /// Oldest first.
     records: VecDeque<RunRecord>,
     active: HashMap<String, ActiveRun>,
+    /// Runs found interrupted at start, to report once a report sink is there.
+    interrupted: Vec<RunRecord>,
 }
 
 pub struct RunRegistry {
@@ -143,6 +145,7 @@ impl RunRegistry {
             inner: Mutex::new(Inner {
                 records: VecDeque::new(),
                 active: HashMap::new(),
+                interrupted: Vec::new(),
             }),
             slots: Arc::new(Semaphore::new(max_parallel.max(1))),
             counter: AtomicU64::new(0),
@@ -154,6 +157,7 @@ impl RunRegistry {
                 r.error = Some("interrupted: the agent stopped before the run ended".into());
                 r.finished_at.get_or_insert_with(Utc::now);
                 registry.persist(&r);
+                lock(&registry.inner).interrupted.push(r.clone());
             }
             lock(&registry.inner).records.push_back(r);
         }
@@ -253,6 +257,11 @@ impl RunRegistry {
             a.cancel.cancel();
         }
         inner.records.iter().find(|r| r.id == id).cloned()
+    }
+
+    /// The runs found interrupted when the agent started (each returned once).
+    pub fn take_interrupted(&self) -> Vec<RunRecord> {
+        std::mem::take(&mut lock(&self.inner).interrupted)
     }
 
     /// Events of an active run from now on (`None` when it is not running).
@@ -391,23 +400,18 @@ impl Runtime {
                     let send = send.clone();
                     let stop = ticker_stop.clone();
                     tokio::spawn(async move {
-                        let mut last = u64::MAX;
                         loop {
                             tokio::select! {
                                 _ = stop.cancelled() => break,
                                 _ = tokio::time::sleep(PROGRESS_EVERY) => {}
                             }
-                            let rows = progress.rows.load(Ordering::Relaxed);
-                            if rows != last {
-                                last = rows;
-                                let file =
-                                    progress.table.lock().map(|t| t.clone()).unwrap_or_default();
-                                send(RunEventKind::Progress {
-                                    file,
-                                    rows,
-                                    bytes: progress.bytes.load(Ordering::Relaxed),
-                                });
-                            }
+                            // Every period, changed or not: a silent stream would look dead.
+                            let file = progress.table.lock().map(|t| t.clone()).unwrap_or_default();
+                            send(RunEventKind::Progress {
+                                file,
+                                rows: progress.rows.load(Ordering::Relaxed),
+                                bytes: progress.bytes.load(Ordering::Relaxed),
+                            });
                         }
                     })
                 };
@@ -440,12 +444,11 @@ impl Runtime {
                             RunState::Failed
                         };
                         record_task.failure_class = Some(class);
-                        let mut message = message;
-                        if !published.is_empty() {
-                            message.push_str(&format!(
-                                " (already replaced: {})",
-                                published.join(", ")
-                            ));
+                        // Tables already renamed before a failed publish are real outputs.
+                        for t in &published {
+                            let rec = table_record(t);
+                            send(RunEventKind::TablePublished(rec.clone()));
+                            record_task.tables.push(rec);
                         }
                         record_task.error = Some(message);
                     }
@@ -460,8 +463,10 @@ impl Runtime {
                 send(RunEventKind::Failed(record_task.clone()));
             }
             rt.emit(Event::Run(record_task.clone()));
-            if let Some(sink) = rt.report_sink() {
-                sink.report_run(rt.snapshot().agent.as_str(), &record_task);
+            if let Some(sink) = rt.report_sink()
+                && let Err(e) = sink.report_run(rt.snapshot().agent.as_str(), &record_task)
+            {
+                tracing::error!(run = %record_task.id, error = %e, "run report not queued");
             }
         });
         Ok((record, rx))

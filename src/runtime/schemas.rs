@@ -69,24 +69,13 @@ impl SchemaManager {
         Ok(self.store.load(c.identifier.as_str()))
     }
 
-    /// Drops the stored schema and discovers it again.
+    /// Drops the stored schema and discovers it again (one step, under the connection's lock).
     pub async fn reset(
         &self,
         rt: &Arc<Runtime>,
         connection: &str,
     ) -> Result<SchemaState, RefreshError> {
-        let snapshot = rt.snapshot();
-        let c = snapshot.connection(connection).ok_or_else(|| {
-            RefreshError::NotFound(format!("there is no connection {connection:?}"))
-        })?;
-        let lock = self.lock_for(c.identifier.key());
-        {
-            let _g = lock.lock().await;
-            self.store.remove(c.identifier.as_str()).map_err(|e| {
-                RefreshError::Precondition(format!("cannot remove the stored schema: {e}"))
-            })?;
-        }
-        self.refresh(rt, connection).await
+        self.discover(rt, connection, true).await
     }
 
     /// Discovers a connection's schema. A failed discovery is stored and reported too: the result
@@ -96,6 +85,15 @@ impl SchemaManager {
         &self,
         rt: &Arc<Runtime>,
         connection: &str,
+    ) -> Result<SchemaState, RefreshError> {
+        self.discover(rt, connection, false).await
+    }
+
+    async fn discover(
+        &self,
+        rt: &Arc<Runtime>,
+        connection: &str,
+        reset: bool,
     ) -> Result<SchemaState, RefreshError> {
         let snapshot = rt.snapshot();
         let c = snapshot.connection(connection).ok_or_else(|| {
@@ -116,6 +114,11 @@ impl SchemaManager {
         };
         let lock = self.lock_for(c.identifier.key());
         let _g = lock.lock().await;
+        if reset {
+            self.store.remove(c.identifier.as_str()).map_err(|e| {
+                RefreshError::Precondition(format!("cannot remove the stored schema: {e}"))
+            })?;
+        }
         let id = c.identifier.to_string();
         let mut state = self.store.load(&id);
         let redactor = settings.redactor();
@@ -163,8 +166,11 @@ impl SchemaManager {
         }
         let needs_report = state.reported.as_deref() != Some(report_key.as_str());
         if needs_report && let Some(sink) = rt.report_sink() {
-            sink.report_schema(snapshot.agent.as_str(), &state);
-            state.reported = Some(report_key);
+            match sink.report_schema(snapshot.agent.as_str(), &state) {
+                Ok(()) => state.reported = Some(report_key),
+                // Not marked as reported: the next refresh tries again.
+                Err(e) => tracing::error!(connection = %id, error = %e, "schema report not queued"),
+            }
         }
         if let Err(e) = self.store.save(&state) {
             tracing::warn!(connection = %id, error = %e, "cannot store the schema");

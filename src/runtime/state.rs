@@ -19,12 +19,15 @@ pub struct Times {
 
 pub struct ConnectionTimes {
     path: PathBuf,
+    key: Vec<u8>,
     map: RwLock<BTreeMap<String, Times>>,
 }
 
-/// A connection's configuration fingerprint.
-pub fn connection_fingerprint(c: &crate::config::Connection) -> String {
+/// A connection's configuration fingerprint, keyed with this agent's fingerprint key so that the
+/// stored value cannot be used to guess a secret offline.
+pub fn connection_fingerprint(key: &[u8], c: &crate::config::Connection) -> String {
     let mut h = Sha256::new();
+    h.update(key);
     for part in [
         c.identifier.as_str(),
         &c.display_name,
@@ -56,8 +59,10 @@ impl ConnectionTimes {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let key = fingerprint_key(&work.join("State").join("fingerprint.key"));
         ConnectionTimes {
             path,
+            key,
             map: RwLock::new(map),
         }
     }
@@ -68,7 +73,7 @@ impl ConnectionTimes {
         let mut changed = Vec::new();
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         for c in &snapshot.connections {
-            let fp = connection_fingerprint(c);
+            let fp = connection_fingerprint(&self.key, c);
             match map.get_mut(&c.identifier.key()) {
                 Some(t) if t.fingerprint == fp => {}
                 Some(t) => {
@@ -110,4 +115,43 @@ impl ConnectionTimes {
             .get(&id.to_ascii_lowercase())
             .cloned()
     }
+}
+
+/// The agent's random fingerprint key (32 bytes from /dev/urandom, file mode 0600), made on first
+/// use. If it cannot be read or made, a per-process key is used: times then look "modified" once
+/// after a restart, which is harmless.
+fn fingerprint_key(path: &Path) -> Vec<u8> {
+    if let Ok(k) = std::fs::read(path)
+        && k.len() == 32
+    {
+        return k;
+    }
+    let mut key = vec![0u8; 32];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut key)
+    });
+    if random.is_err() {
+        for b in &mut key {
+            *b = fastrand::u8(..);
+        }
+    }
+    let saved = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(&key)?;
+            f.sync_all()
+        });
+    if let Err(e) = saved {
+        tracing::warn!(file = %path.display(), error = %e, "cannot save the fingerprint key");
+    }
+    key
 }
