@@ -60,6 +60,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Serve the gRPC AgentService (Grpc:Listen) and report to the control plane (ControlPlane:Url)
     Serve,
+    /// The daemon: `serve`, plus configuration reload (file changes, SIGHUP), the job scheduler
+    /// and the systemd notify protocol (READY, RELOADING, STOPPING, STATUS, WATCHDOG)
+    Run,
     /// A minimal control plane that prints heartbeats and reports as JSON lines, for trying the agent
     DevControlPlane {
         /// Address to listen on (port 0 picks a free port; the first line printed says which)
@@ -118,7 +121,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    init_logging();
+    // The daemon commands set up logging from the settings (Logging:Format, Logging:Level).
+    if !matches!(cli.command, Command::Run | Command::Serve) {
+        init_logging(false, "warn");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,14 +142,21 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_logging() {
+/// Logs to stderr (the journal under systemd): text, or JSON lines. RUST_LOG wins over `level`.
+/// No colours unless stderr is a terminal.
+fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn settings_path(cli: &Cli) -> PathBuf {
@@ -218,7 +231,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Test { connection } => test(&cli, &registry, connection).await,
         Command::Schema { connection } => schema(&cli, &registry, connection).await,
         Command::Export(args) => export_cmd(&cli, &registry, args).await,
-        Command::Serve => serve(&cli, registry).await,
+        Command::Serve => daemon(&cli, registry, false).await,
+        Command::Run => daemon(&cli, registry, true).await,
         Command::DevControlPlane { listen, token } => {
             match crate::grpc::dev_control_plane::serve(*listen, token.clone()).await {
                 Ok(()) => EXIT_OK,
@@ -315,6 +329,8 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
         eprintln!("error: unknown category {cat:?}; use Database, File or Directory");
         return EXIT_USAGE;
     }
+    let times = crate::runtime::state::read_times(&s.work_folder);
+    let time_of = |id: &crate::config::Ident| times.get(&id.key());
     let search = args.search.as_ref().map(|t| t.to_lowercase());
     let list: Vec<_> = s
         .connections
@@ -352,6 +368,8 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
                     "usage": usage.iter().map(|(k, n)| json!({"kind": k, "name": n})).collect::<Vec<_>>(),
                     "served": if c.served { "here" } else { "other agent" },
                     "settings": c.settings.label(),
+                    "first_seen": time_of(&c.identifier).map(|t| t.first_seen),
+                    "last_modified": time_of(&c.identifier).map(|t| t.last_modified),
                     "setting_values": match &c.settings {
                         SettingsState::Ok(st) => serde_json::to_value(st.shown()).unwrap_or_default(),
                         _ => serde_json::Value::Null,
@@ -374,6 +392,7 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
                 "USAGE",
                 "SERVED",
                 "SETTINGS",
+                "MODIFIED",
             ]
             .map(String::from),
         ];
@@ -400,6 +419,9 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
                     "other agent".into()
                 },
                 c.settings.label().into(),
+                time_of(&c.identifier)
+                    .map(|t| t.last_modified.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|| "-".into()),
             ]);
         }
         print_table(&rows);
@@ -432,8 +454,8 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
     EXIT_OK
 }
 
-fn print_table(rows: &[[String; 8]]) {
-    let mut widths = [0usize; 8];
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
     for r in rows {
         for (i, cell) in r.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
@@ -799,12 +821,16 @@ fn spawn_progress(
     (handle, stop)
 }
 
-async fn serve(cli: &Cli, registry: Arc<Registry>) -> u8 {
+/// `serve` (full = false) and `run` (full = true).
+async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     use crate::grpc::{control_plane::ControlPlaneClient, server};
+    use crate::runtime::{ReportSink, sdnotify};
     let loaded = match load(cli, &registry, false) {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let settings = loaded.snapshot.daemon.clone();
+    init_logging(settings.log_json, &settings.log_level);
     if let Err(e) = server::check_security(&loaded.snapshot.grpc) {
         eprintln!("error: {e}");
         return EXIT_CONFIG;
@@ -812,6 +838,10 @@ async fn serve(cli: &Cli, registry: Arc<Registry>) -> u8 {
     let grpc_settings = loaded.snapshot.grpc.clone();
     let rt = crate::runtime::Runtime::new(loaded, registry);
     let snapshot = rt.snapshot();
+    // Partial files left by a crash go now (each under its connection's lock).
+    for p in crate::export::clean_stale_partials(&snapshot) {
+        tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
+    }
     if let Some(cp) = snapshot.control_plane.clone() {
         let client = ControlPlaneClient::new(&snapshot.work_folder, cp);
         if let Err(e) = client.start(rt.clone()) {
@@ -821,9 +851,7 @@ async fn serve(cli: &Cli, registry: Arc<Registry>) -> u8 {
         rt.set_report_sink(client.clone());
         // Runs cut short by the previous stop are reported now.
         for r in rt.runs.take_interrupted() {
-            if let Err(e) =
-                crate::runtime::ReportSink::report_run(&*client, snapshot.agent.as_str(), &r)
-            {
+            if let Err(e) = client.report_run(snapshot.agent.as_str(), &r) {
                 tracing::error!(run = %r.id, error = %e, "run report not queued");
             }
         }
@@ -858,19 +886,84 @@ async fn serve(cli: &Cli, registry: Arc<Registry>) -> u8 {
         let _ = std::io::stdout().flush();
     }
     rt.start_background();
-    {
+    if full {
+        crate::runtime::watch::spawn(rt.clone());
+        if settings.scheduler {
+            crate::runtime::scheduler::spawn(rt.clone());
+        }
         let rt = rt.clone();
         tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = rt.stopping.cancelled() => return,
+                    s = hup.recv() => if s.is_none() { return },
+                }
+                rt.reload("SIGHUP").await;
+            }
+        });
+    }
+    sdnotify::notify(&format!("READY=1\nSTATUS={}", rt.status_line()));
+    // The watchdog and the status line, from the main loop of the runtime.
+    {
+        let rt = rt.clone();
+        let every = sdnotify::watchdog_interval()
+            .map(|w| w / 2)
+            .unwrap_or(Duration::from_secs(5))
+            .min(Duration::from_secs(5));
+        tokio::spawn(async move {
+            let watchdog = sdnotify::watchdog_interval().is_some();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = rt.shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let status = format!("STATUS={}", rt.status_line());
+                sdnotify::notify(&if watchdog {
+                    format!("WATCHDOG=1\n{status}")
+                } else {
+                    status
+                });
+            }
+        });
+    }
+    {
+        let rt = rt.clone();
+        let grace = settings.grace;
+        tokio::spawn(async move {
             wait_for_stop_signal().await;
-            tracing::info!("stopping: cancelling runs");
-            rt.shutdown.cancel();
+            sdnotify::notify("STOPPING=1\nSTATUS=stopping: letting runs finish");
+            tracing::info!(grace = ?grace, "stopping: no new work; runs may finish within the grace period");
+            rt.stopping.cancel();
+            let deadline = tokio::time::Instant::now() + grace;
+            loop {
+                if !rt.runs.any_active() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!("grace period over: cancelling the runs still going (their previous files stay)");
+                        break;
+                    }
+                    _ = wait_for_stop_signal() => {
+                        eprintln!("stopping now (second signal); partial files are removed at the next start");
+                        std::process::exit(i32::from(EXIT_FAILED));
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
             rt.runs.cancel_all();
+            rt.shutdown.cancel();
             wait_for_stop_signal().await;
             eprintln!("stopping now (second signal); partial files are removed at the next start");
             std::process::exit(i32::from(EXIT_FAILED));
         });
     }
-    // After a stop signal, open calls get a grace period, then the server stops regardless.
+    // After the stop, open calls get a grace period, then the server stops regardless.
     let result = {
         let shutdown = rt.shutdown.clone();
         let serving = server::serve(bound, rt.clone());

@@ -158,13 +158,22 @@ pub struct JobStep {
     pub level: i64,
 }
 
+/// A job's schedule: a six-field cron expression (seconds first), in UTC or the server's time.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    pub expression: String,
+    pub cron: croner::Cron,
+    /// `CronTimeZone` 0 (UTC, the default) or 1 (the server's local time).
+    pub utc: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
     pub identifier: Ident,
     pub display_name: String,
     pub agent: Option<Ident>,
-    pub cron: Option<String>,
-    pub cron_time_zone: Option<String>,
+    #[serde(skip)]
+    pub schedule: Option<CronSchedule>,
     pub steps: Vec<JobStep>,
     #[serde(skip)]
     pub loc: Location,
@@ -182,6 +191,7 @@ pub struct Snapshot {
     pub max_task_batch_size: usize,
     pub grpc: super::service::GrpcSettings,
     pub control_plane: Option<super::service::ControlPlaneSettings>,
+    pub daemon: super::service::DaemonSettings,
     pub xml_files: Vec<PathBuf>,
     pub agents: Vec<AgentDecl>,
     pub connectors: Vec<Connector>,

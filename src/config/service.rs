@@ -324,3 +324,93 @@ pub fn control_plane_settings(
         key_file,
     })
 }
+
+/// How the daemon logs, reloads, schedules and stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// `Logging:Format`: "text" (default) or "json".
+    pub log_json: bool,
+    /// `Logging:Level` (a tracing filter such as "info" or "connagent=debug"); RUST_LOG wins.
+    pub log_level: String,
+    /// `Shutdown:GraceSeconds`: how long runs may go on after SIGTERM before they are cancelled.
+    pub grace: Duration,
+    /// `Reload:PollSeconds`: how often configuration files are checked even without events.
+    pub poll: Duration,
+    /// `Scheduler:Enabled`: whether `run` fires the jobs' schedules.
+    pub scheduler: bool,
+}
+
+fn seconds(tree: &SettingsTree, path: &[&str], default: u64, max: u64, d: &mut Diagnostics) -> u64 {
+    match tree.get(path) {
+        None | Some(Value::Null) => default,
+        Some(v) => match v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        {
+            Some(n) if n <= max => n,
+            _ => {
+                d.push(
+                    Diagnostic::error(
+                        Some(tree.origin(path)),
+                        format!(
+                            "{} must be a whole number of seconds from 0 to {max}",
+                            path.join(":")
+                        ),
+                    )
+                    .hint(format!("the default is {default}")),
+                );
+                default
+            }
+        },
+    }
+}
+
+pub fn daemon_settings(tree: &SettingsTree, d: &mut Diagnostics) -> DaemonSettings {
+    let log_json = match text(tree, &["Logging", "Format"], d) {
+        None => false,
+        Some(f) if f.eq_ignore_ascii_case("text") => false,
+        Some(f) if f.eq_ignore_ascii_case("json") => true,
+        Some(f) => {
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(&["Logging", "Format"])),
+                    format!("Logging:Format {f:?} is not known"),
+                )
+                .hint("use \"text\" or \"json\""),
+            );
+            false
+        }
+    };
+    let log_level = text(tree, &["Logging", "Level"], d)
+        .unwrap_or("info")
+        .to_string();
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        d.push(
+            Diagnostic::error(Some(tree.origin(&["Logging", "Level"])), format!("Logging:Level {log_level:?} is not a log filter"))
+                .hint("use error, warn, info, debug or trace, optionally per module: \"info,connagent=debug\""),
+        );
+    }
+    let scheduler = match tree.get(&["Scheduler", "Enabled"]) {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+        Some(_) => {
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(&["Scheduler", "Enabled"])),
+                    "Scheduler:Enabled must be true or false",
+                )
+                .hint("write true or false without quotes"),
+            );
+            true
+        }
+    };
+    DaemonSettings {
+        log_json,
+        log_level,
+        grace: Duration::from_secs(seconds(tree, &["Shutdown", "GraceSeconds"], 30, 86_400, d)),
+        poll: Duration::from_secs(seconds(tree, &["Reload", "PollSeconds"], 30, 86_400, d).max(1)),
+        scheduler,
+    }
+}

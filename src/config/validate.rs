@@ -367,6 +367,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     }
 
     let grpc = super::service::grpc_settings(&tree, &mut d);
+    let daemon = super::service::daemon_settings(&tree, &mut d);
     let control_plane = super::service::control_plane_settings(&tree, &mut d);
 
     // ---- XML
@@ -634,14 +635,51 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                     }
                     s.finish(&mut d);
                 }
+                let utc = match a.get("CronTimeZone") {
+                    None => true,
+                    Some(v) if v == "0" || v.eq_ignore_ascii_case("UTC") => true,
+                    Some(v)
+                        if v == "1"
+                            || v.eq_ignore_ascii_case("ServerTime")
+                            || v.eq_ignore_ascii_case("Local") =>
+                    {
+                        false
+                    }
+                    Some(v) => {
+                        d.push(
+                            Diagnostic::error(
+                                a.origin_of("CronTimeZone"),
+                                format!("CronTimeZone=\"{v}\" is not known"),
+                            )
+                            .hint("use 0 (UTC) or 1 (the server's local time)"),
+                        );
+                        true
+                    }
+                };
+                let schedule = a.get("CronTabExpression").filter(|e| !e.is_empty()).and_then(|e| {
+                    use croner::parser::{CronParser, Seconds, Year};
+                    let parser = CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).build();
+                    match parser.parse(e) {
+                        Ok(cron) => Some(CronSchedule { expression: e.to_string(), cron, utc }),
+                        Err(err) => {
+                            d.push(
+                                Diagnostic::error(
+                                    a.origin_of("CronTabExpression"),
+                                    format!("CronTabExpression=\"{e}\" is not a six-field cron expression (seconds first): {err}"),
+                                )
+                                .hint("write second minute hour day-of-month month day-of-week, e.g. \"0 */15 * * * *\" for every 15 minutes"),
+                            );
+                            None
+                        }
+                    }
+                });
                 if let Some(id) = a.required("Identifier", "the job's identifier", &mut d) {
                     jobs.push((
                         Job {
                             identifier: Ident::new(id),
                             display_name: a.display_name(id),
                             agent: a.get("Agent").filter(|s| !s.is_empty()).map(Ident::new),
-                            cron: a.get("CronTabExpression").map(str::to_string),
-                            cron_time_zone: a.get("CronTimeZone").map(str::to_string),
+                            schedule,
                             steps: steps.iter().map(|(s, _)| s.clone()).collect(),
                             loc: el.loc.clone(),
                         },
@@ -975,6 +1013,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         max_task_batch_size,
         grpc,
         control_plane,
+        daemon,
         xml_files,
         agents,
         connectors,

@@ -255,6 +255,35 @@ fn published_table(dir: &std::path::Path, t: sink::FinishedTable) -> PublishedTa
     }
 }
 
+/// Removes the partial files of the output folder that no running export owns (a connection
+/// whose lock is free). For the daemon at start: what a crash left.
+pub fn clean_stale_partials(snapshot: &Snapshot) -> Vec<std::path::PathBuf> {
+    let dir = snapshot.export_output_folder();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let suffix = format!(".csv{}", crate::fsutil::PARTIAL_SUFFIX);
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(&suffix) else {
+            continue;
+        };
+        let connection = stem.split('_').next().unwrap_or(stem);
+        if connection.is_empty() {
+            continue;
+        }
+        // Held by a running export (this process or another): not stale.
+        let Ok(_lock) = lock_connection(snapshot, &Ident::new(connection)) else {
+            continue;
+        };
+        if std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
 /// Takes the connection's lock file `<Work>/Locks/<id>.lock` (lower-cased: identifiers ignore case).
 fn lock_connection(snapshot: &Snapshot, id: &Ident) -> Result<std::fs::File, String> {
     let dir = snapshot.work_folder.join("Locks");

@@ -30,6 +30,7 @@ pub fn reload(o: &ReloadOutcome) -> pb::ReloadOutcome {
         applied: o.applied,
         errors: o.errors.clone(),
         warnings: o.warnings.clone(),
+        restart_required: o.restart_required.clone(),
     }
 }
 

@@ -2,9 +2,13 @@
 //! event bus, and the hook through which reports leave for the control plane. Used by the gRPC
 //! service and the daemon; knows no protobuf.
 
+pub mod reload;
 pub mod runs;
+pub mod scheduler;
 pub mod schemas;
+pub mod sdnotify;
 pub mod state;
+pub mod watch;
 
 use crate::config::{Loaded, Snapshot};
 use crate::packages::Registry;
@@ -25,6 +29,20 @@ pub struct ReloadOutcome {
     pub applied: bool,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Settings that changed but need a restart (their running value stays in force).
+    pub restart_required: Vec<String>,
+}
+
+impl ReloadOutcome {
+    pub fn rejected(at: DateTime<Utc>, errors: Vec<String>) -> Self {
+        ReloadOutcome {
+            at,
+            applied: false,
+            errors,
+            warnings: Vec::new(),
+            restart_required: Vec::new(),
+        }
+    }
 }
 
 /// The configuration in force.
@@ -67,8 +85,13 @@ pub struct Runtime {
     pub times: ConnectionTimes,
     events: broadcast::Sender<TimedEvent>,
     reports: RwLock<Option<Arc<dyn ReportSink>>>,
+    /// Cancelled when the agent starts stopping: no new run, no reload, no job is started.
+    pub stopping: CancellationToken,
     /// Cancelled when the agent stops: background work ends, runs are cancelled.
     pub shutdown: CancellationToken,
+    reload_lock: tokio::sync::Mutex<()>,
+    /// The content hash of the configuration files as last loaded (applied or rejected).
+    config_hash: std::sync::Mutex<String>,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -89,6 +112,7 @@ impl Runtime {
                 .warnings()
                 .map(|d| d.to_string())
                 .collect(),
+            restart_required: Vec::new(),
         };
         let times = ConnectionTimes::load(&snapshot.work_folder);
         times.update(&snapshot, now);
@@ -97,6 +121,7 @@ impl Runtime {
             snapshot.max_task_batch_size,
         ));
         let (events, _) = broadcast::channel(1024);
+        let config_hash = watch::hash_inputs(&snapshot);
         Arc::new(Runtime {
             started_at: now,
             started: Instant::now(),
@@ -112,7 +137,10 @@ impl Runtime {
             times,
             events,
             reports: RwLock::new(None),
+            stopping: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_hash: std::sync::Mutex::new(config_hash),
         })
     }
 
@@ -148,6 +176,30 @@ impl Runtime {
             at: Utc::now(),
             event,
         });
+    }
+
+    /// One line for systemd's status: connections served, runs in progress, the last reload.
+    pub fn status_line(&self) -> String {
+        let cs = self.config_state();
+        let served = cs.snapshot.connections.iter().filter(|c| c.served).count();
+        let runs = self.runs.in_progress().len();
+        let at = cs.last_reload.at.format("%Y-%m-%d %H:%M:%S UTC");
+        let reload = if cs.last_reload.applied {
+            format!("configuration {} applied {at}", cs.generation)
+        } else {
+            let n = cs.last_reload.errors.len();
+            format!(
+                "last reload REJECTED {at} ({n} error{}), configuration {} in force",
+                if n == 1 { "" } else { "s" },
+                cs.generation
+            )
+        };
+        let restart = if cs.last_reload.restart_required.is_empty() {
+            ""
+        } else {
+            "; restart required"
+        };
+        format!("{served} connections served, {runs} runs in progress, {reload}{restart}")
     }
 
     pub fn set_report_sink(&self, sink: Arc<dyn ReportSink>) {

@@ -304,7 +304,7 @@ impl Runtime {
         complete: bool,
         started_by: &str,
     ) -> Result<(RunRecord, broadcast::Receiver<RunEvent>), StartError> {
-        if self.shutdown.is_cancelled() {
+        if self.stopping.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
         let snapshot = self.snapshot();

@@ -52,6 +52,14 @@ pub fn connection_fingerprint(key: &[u8], c: &crate::config::Connection) -> Stri
     hex::encode(h.finalize())
 }
 
+/// The recorded times, read only (for the CLI): lower-cased identifier → times.
+pub fn read_times(work: &Path) -> BTreeMap<String, Times> {
+    std::fs::read(work.join("State").join("connections.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 impl ConnectionTimes {
     pub fn load(work: &Path) -> Self {
         let path = work.join("State").join("connections.json");
