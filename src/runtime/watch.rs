@@ -117,12 +117,7 @@ pub fn spawn(rt: Arc<Runtime>) {
                             continue;
                         }
                         // Debounce: wait for a quiet moment.
-                        loop {
-                            match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                                Ok(Some(())) => continue,
-                                _ => break,
-                            }
-                        }
+                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
                     }
                     _ = poll.tick() => {}
                 }

@@ -2,6 +2,8 @@
 //! independent parser (Python's csv module).
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
