@@ -821,10 +821,42 @@ fn spawn_progress(
     (handle, stop)
 }
 
+/// SIGTERM and SIGINT, registered once at start (before READY=1), so that no signal arrives to
+/// a process that has not yet decided what to do with it.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
 /// `serve` (full = false) and `run` (full = true).
 async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     use crate::grpc::{control_plane::ControlPlaneClient, server};
     use crate::runtime::{ReportSink, sdnotify};
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut stop_signals, mut hup) = match (StopSignals::new(), signal(SignalKind::hangup())) {
+        (Ok(s), Ok(h)) => (s, h),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return EXIT_FAILED;
+        }
+    };
     let loaded = match load(cli, &registry, false) {
         Ok(l) => l,
         Err(code) => return code,
@@ -842,6 +874,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     for p in crate::export::clean_stale_partials(&snapshot) {
         tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
     }
+    let mut reporter = None;
     if let Some(cp) = snapshot.control_plane.clone() {
         let client = ControlPlaneClient::new(&snapshot.work_folder, cp);
         if let Err(e) = client.start(rt.clone()) {
@@ -855,6 +888,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
                 tracing::error!(run = %r.id, error = %e, "run report not queued");
             }
         }
+        reporter = Some(client);
     }
     let bound = match server::bind(&grpc_settings).await {
         Ok(b) => b,
@@ -888,26 +922,28 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     rt.start_background();
     if full {
         crate::runtime::watch::spawn(rt.clone());
-        if settings.scheduler {
-            crate::runtime::scheduler::spawn(rt.clone());
-        }
+        crate::runtime::scheduler::spawn(rt.clone());
+    }
+    {
         let rt = rt.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = rt.stopping.cancelled() => return,
                     s = hup.recv() => if s.is_none() { return },
                 }
-                rt.reload("SIGHUP").await;
+                if full {
+                    rt.reload("SIGHUP", true).await;
+                } else {
+                    tracing::warn!(
+                        "SIGHUP ignored: `connagent serve` does not reload; `connagent run` does"
+                    );
+                }
             }
         });
     }
     sdnotify::notify(&format!("READY=1\nSTATUS={}", rt.status_line()));
-    // The watchdog and the status line, from the main loop of the runtime.
+    // The watchdog and the status line, from the runtime's main loop.
     {
         let rt = rt.clone();
         let every = sdnotify::watchdog_interval()
@@ -922,34 +958,37 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
                     _ = rt.shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let status = format!("STATUS={}", rt.status_line());
-                sdnotify::notify(&if watchdog {
-                    format!("WATCHDOG=1\n{status}")
+                // While stopping, the status says so (set once, not overwritten).
+                let status = if rt.stopping.is_cancelled() {
+                    String::new()
                 } else {
-                    status
-                });
+                    format!("\nSTATUS={}", rt.status_line())
+                };
+                let msg = format!("{}{status}", if watchdog { "WATCHDOG=1" } else { "" });
+                let msg = msg.trim_start_matches('\n');
+                if !msg.is_empty() {
+                    sdnotify::notify(msg);
+                }
             }
         });
     }
     {
         let rt = rt.clone();
-        let grace = settings.grace;
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            stop_signals.next().await;
+            // Read now: the grace period may have changed by reload.
+            let grace = rt.snapshot().daemon.grace;
             sdnotify::notify("STOPPING=1\nSTATUS=stopping: letting runs finish");
             tracing::info!(grace = ?grace, "stopping: no new work; runs may finish within the grace period");
             rt.stopping.cancel();
             let deadline = tokio::time::Instant::now() + grace;
-            loop {
-                if !rt.runs.any_active() {
-                    break;
-                }
+            while rt.runs.any_active() {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {
                         tracing::warn!("grace period over: cancelling the runs still going (their previous files stay)");
                         break;
                     }
-                    _ = wait_for_stop_signal() => {
+                    _ = stop_signals.next() => {
                         eprintln!("stopping now (second signal); partial files are removed at the next start");
                         std::process::exit(i32::from(EXIT_FAILED));
                     }
@@ -958,7 +997,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
             }
             rt.runs.cancel_all();
             rt.shutdown.cancel();
-            wait_for_stop_signal().await;
+            stop_signals.next().await;
             eprintln!("stopping now (second signal); partial files are removed at the next start");
             std::process::exit(i32::from(EXIT_FAILED));
         });
@@ -979,32 +1018,26 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
             }
         }
     };
-    // Let cancelled runs remove their partial files.
+    // Let cancelled runs remove their partial files and queue their reports.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while rt.runs.any_active() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Reports are on disk already; try to deliver them before leaving.
+    if let Some(client) = reporter {
+        let left = client.flush(Duration::from_secs(3)).await;
+        if left > 0 {
+            tracing::info!(
+                queued = left,
+                "reports stay queued on disk for the next start"
+            );
+        }
     }
     match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_FAILED
-        }
-    }
-}
-
-/// SIGTERM or SIGINT.
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -211,7 +211,64 @@ async fn every_kind_of_file_change_is_applied_once() {
     .unwrap();
     expect_one_reload(&mut c, g, "settings file edited in place").await;
     g += 1;
-    // 6. SIGHUP reloads too (nothing changed: the same configuration is applied again).
+    // 6. The target of the settings file's link edited in place.
+    let target = ws.path("conf-v3/appsettings.agent.json");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(&target, serde_json::to_string_pretty(&s).unwrap()).unwrap();
+    std::fs::remove_file(ws.settings_path()).unwrap();
+    std::os::unix::fs::symlink(&target, ws.settings_path()).unwrap();
+    // Same content: nothing to apply. Let the watcher settle on the new link first.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        status(&mut c).await.configuration_generation,
+        g,
+        "an unchanged configuration was applied again"
+    );
+    s["Connections"]["Extra"]["Separator"] = json!(",");
+    std::fs::write(&target, serde_json::to_string_pretty(&s).unwrap()).unwrap();
+    expect_one_reload(&mut c, g, "in-place edit of the link's target").await;
+    g += 1;
+    // 7. The settings file deleted (rejected: the configuration in force stays), then recreated.
+    std::fs::remove_file(ws.settings_path()).unwrap();
+    let st = wait_status(&mut c, "deleted settings rejected", |st| {
+        !st.last_reload.as_ref().unwrap().applied
+    })
+    .await;
+    assert_eq!(st.configuration_generation, g);
+    assert!(st.last_reload.unwrap().errors[0].contains("cannot read the settings file"));
+    std::fs::write(
+        ws.settings_path(),
+        serde_json::to_string_pretty(&s).unwrap(),
+    )
+    .unwrap();
+    expect_one_reload(&mut c, g, "settings file recreated").await;
+    g += 1;
+    // 8. The XML folder swapped by a link, the way container configuration is mounted.
+    let v2 = ws.path("xml-v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    for f in ["a.xml", "extra.xml"] {
+        std::fs::copy(ws.path("xml-config").join(f), v2.join(f)).unwrap();
+    }
+    std::fs::write(v2.join("extra.xml"), xml("v5")).unwrap();
+    let mut s2 = s.clone();
+    s2["XmlConfigurationPath"] = json!("current");
+    std::os::unix::fs::symlink(ws.path("xml-config"), ws.path("current")).unwrap();
+    std::fs::write(
+        ws.settings_path(),
+        serde_json::to_string_pretty(&s2).unwrap(),
+    )
+    .unwrap();
+    expect_one_reload(&mut c, g, "XML folder moved behind a link").await;
+    g += 1;
+    std::os::unix::fs::symlink(&v2, ws.path("current.new")).unwrap();
+    std::fs::rename(ws.path("current.new"), ws.path("current")).unwrap();
+    expect_one_reload(&mut c, g, "symbolic-link swap of the XML folder").await;
+    g += 1;
+    assert_eq!(
+        display_name(&mut c, "Extra").await.as_deref(),
+        Some("Extra v5")
+    );
+    // 9. SIGHUP reloads too (nothing changed: the same configuration is applied again).
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
     expect_one_reload(&mut c, g, "SIGHUP").await;
     let (code, stderr) = agent.stop();
@@ -279,15 +336,44 @@ async fn invalid_edits_are_rejected_and_the_old_configuration_stays() {
     );
     assert_eq!(s.configuration_generation, 2);
     assert!(display_name(&mut c, "People").await.is_some());
+    // The same for a connection that only a mapping uses (one file holding both).
+    std::fs::write(ws.path("xml-config/a.xml"), a.clone()).unwrap();
+    let g = wait_status(&mut c, "a.xml restored", |s| {
+        s.configuration_generation >= 3 && s.last_reload.as_ref().unwrap().applied
+    })
+    .await
+    .configuration_generation;
+    std::fs::write(
+        ws.path("xml-config/extra.xml"),
+        "<ConfigurationFile><Connection Identifier=\"Extra\" DisplayName_L1=\"e\" Connector=\"HR\" Package=\"Csv\"/>
+<EntityTypeMapping Identifier=\"E\" Connector=\"HR\" ConnectionTable=\"Extra_x\"/></ConfigurationFile>",
+    )
+    .unwrap();
+    let g = wait_status(&mut c, "mapping added", |s| s.configuration_generation > g)
+        .await
+        .configuration_generation;
+    std::fs::write(ws.path("xml-config/extra.xml"), "<ConfigurationFile><EntityTypeMapping Identifier=\"E\" Connector=\"HR\" ConnectionTable=\"Extra_x\"/></ConfigurationFile>").unwrap();
+    let s = wait_status(&mut c, "removal rejected", |s| {
+        !s.last_reload.as_ref().unwrap().applied
+    })
+    .await;
+    assert_eq!(s.configuration_generation, g);
+    let errors = s.last_reload.unwrap().errors;
+    assert!(
+        errors[0].contains(
+            "connection Extra would be removed or renamed, but entity type mapping E still uses it"
+        ),
+        "{errors:?}"
+    );
     // A setting that needs a restart: applied, and reported as such.
-    std::fs::write(ws.path("xml-config/a.xml"), a).unwrap();
-    wait_status(&mut c, "restored", |s| s.configuration_generation == 3).await;
     let mut st = settings();
     st["Grpc"]["Listen"] = json!("127.0.0.1:1");
     st["TempFolderPath"] = json!("Elsewhere");
     ws.settings(st);
+    std::fs::write(ws.path("xml-config/extra.xml"), "<ConfigurationFile/>").unwrap();
     let s = wait_status(&mut c, "restart required", |s| {
-        s.configuration_generation == 4
+        s.configuration_generation > g
+            && !s.last_reload.as_ref().unwrap().restart_required.is_empty()
     })
     .await;
     let r = s.last_reload.unwrap().restart_required;
@@ -578,4 +664,94 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_ends_within_the_grace_period_is_published_and_json_logs() {
+    let ws = workspace();
+    let mut s = settings();
+    s["Shutdown"]["GraceSeconds"] = json!(120);
+    s["Logging"] = json!({"Format": "json", "Level": "info"});
+    s["Connections"]["Slow"]["SqlCommand"] = json!(
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1500000) SELECT x FROM n"
+    );
+    ws.settings(s);
+    let mut ws = ws;
+    ws.env.retain(|(k, _)| k != "RUST_LOG");
+    let agent = run(&ws);
+    let mut c = client(&agent.addr()).await;
+    let before = c
+        .list_connections(auth(pb::ListConnectionsRequest::default(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    let first_seen = before
+        .connections
+        .iter()
+        .find(|x| x.identifier == "People")
+        .unwrap()
+        .first_seen;
+    let mut st = c
+        .run_export(auth(
+            pb::RunExportRequest {
+                target: Some(pb::run_export_request::Target::Connection("Slow".into())),
+                mode: 0,
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    st.message().await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ws.output_file("Slow.csv.partial").exists() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, stderr) = agent.stop();
+    assert_eq!(code, 0, "{stderr}");
+    // The run finished within the grace period: published whole.
+    assert_eq!(ws.output_names(), ["Slow.csv"]);
+    let lines = std::fs::read_to_string(ws.output_file("Slow.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 1_500_001);
+    // Logging:Format=json: every log line is a JSON object, without colour codes.
+    let log_lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!log_lines.is_empty());
+    for l in &log_lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string(), "{l}");
+        assert!(!l.contains('\u{1b}'), "colour codes: {l}");
+    }
+    // First-seen survives a restart.
+    let agent = run(&ws);
+    let mut c = client(&agent.addr()).await;
+    let after = c
+        .list_connections(auth(pb::ListConnectionsRequest::default(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after
+            .connections
+            .iter()
+            .find(|x| x.identifier == "People")
+            .unwrap()
+            .first_seen,
+        first_seen
+    );
+    let cli = ws.run(&["connections", "--json"]).json();
+    let people = cli["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["identifier"] == "People")
+        .unwrap()
+        .clone();
+    assert!(
+        people["first_seen"].is_string() && people["last_modified"].is_string(),
+        "{people}"
+    );
 }

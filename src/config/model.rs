@@ -246,4 +246,6 @@ impl Snapshot {
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub diagnostics: Diagnostics,
+    /// The content hash of the files this load read (see `config::inputs`).
+    pub inputs_hash: String,
 }

@@ -42,9 +42,19 @@ impl std::fmt::Debug for SettingsTree {
 
 impl SettingsTree {
     /// Loads the file and applies the overrides found in `env` (name, value pairs).
-    pub fn load(path: &Path, env: &[(String, String)], diags: &mut Diagnostics) -> Option<Self> {
+    pub fn load(
+        path: &Path,
+        env: &[(String, String)],
+        hasher: &mut super::inputs::InputsHasher,
+        diags: &mut Diagnostics,
+    ) -> Option<Self> {
         let abs = absolute(path);
-        let text = match std::fs::read_to_string(&abs) {
+        let bytes = std::fs::read(&abs);
+        hasher.file(&abs, &bytes);
+        let text = match bytes.and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        }) {
             Ok(t) => t,
             Err(e) => {
                 let hint = if e.kind() == std::io::ErrorKind::NotFound {
@@ -262,7 +272,7 @@ mod tests {
             ("OTHER__A".to_string(), "y".to_string()),
         ];
         let mut d = Diagnostics::default();
-        let t = SettingsTree::load(&p, &env, &mut d).unwrap();
+        let t = SettingsTree::load(&p, &env, &mut Default::default(), &mut d).unwrap();
         assert!(!d.has_errors(), "{d:?}");
         assert_eq!(
             t.get(&["Connections", "HRDb", "Timeout"]),
@@ -288,7 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "{\n \"a\": 1,\n}");
         let mut d = Diagnostics::default();
-        assert!(SettingsTree::load(&p, &[], &mut d).is_none());
+        assert!(SettingsTree::load(&p, &[], &mut Default::default(), &mut d).is_none());
         let shown = d.0[0].to_string();
         assert!(shown.contains(":3:1:"), "{shown}");
     }

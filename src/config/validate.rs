@@ -273,7 +273,8 @@ fn check_duplicates<'a>(
 /// snapshot with all the diagnostics (the snapshot is safe to run only without errors).
 pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnostics> {
     let mut d = Diagnostics::default();
-    let Some(tree) = SettingsTree::load(&opts.settings_path, &opts.env, &mut d) else {
+    let mut hasher = super::inputs::InputsHasher::new();
+    let Some(tree) = SettingsTree::load(&opts.settings_path, &opts.env, &mut hasher, &mut d) else {
         return Err(d);
     };
 
@@ -397,7 +398,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     }
     let mut elements = Vec::new();
     for f in &xml_files {
-        elements.extend(xml::parse_file(f, &mut d));
+        elements.extend(xml::parse_file(f, &mut hasher, &mut d));
     }
 
     let mut agents = Vec::new();
@@ -1027,6 +1028,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     Ok(Loaded {
         snapshot,
         diagnostics: d,
+        inputs_hash: hasher.finish(),
     })
 }
 

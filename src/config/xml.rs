@@ -81,8 +81,14 @@ pub fn find_xml_files(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
 }
 
 /// Parses one file. Problems go to `diags`; a file that cannot be parsed yields no elements.
-pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> Vec<RawElement> {
-    let bytes = match std::fs::read(path) {
+pub fn parse_file(
+    path: &Path,
+    hasher: &mut super::inputs::InputsHasher,
+    diags: &mut Diagnostics,
+) -> Vec<RawElement> {
+    let read = std::fs::read(path);
+    hasher.file(path, &read);
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => {
             diags.push(Diagnostic::error(

@@ -262,6 +262,29 @@ impl ControlPlaneClient {
     }
 }
 
+impl ControlPlaneClient {
+    /// Delivers what is queued, in order, for at most `within`; returns how many stay queued.
+    pub async fn flush(&self, within: Duration) -> usize {
+        let Ok(channel) = self.channel() else {
+            return self.queued().len();
+        };
+        let mut client = ControlPlaneServiceClient::new(channel);
+        let deadline = tokio::time::Instant::now() + within;
+        while let Some(path) = self.queued().into_iter().next() {
+            match tokio::time::timeout_at(deadline, self.deliver(&mut client, &path)).await {
+                Ok(Ok(())) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Ok(Err(DeliveryError::Unreadable(_))) => {
+                    let _ = std::fs::rename(&path, path.with_extension("unreadable"));
+                }
+                Ok(Err(DeliveryError::Server(_))) | Err(_) => break,
+            }
+        }
+        self.queued().len()
+    }
+}
+
 impl ReportSink for ControlPlaneClient {
     fn report_schema(&self, agent: &str, state: &SchemaState) -> Result<(), String> {
         use pb::schema_report::Outcome;

@@ -121,7 +121,7 @@ impl Runtime {
             snapshot.max_task_batch_size,
         ));
         let (events, _) = broadcast::channel(1024);
-        let config_hash = watch::hash_inputs(&snapshot);
+        let config_hash = loaded.inputs_hash.clone();
         Arc::new(Runtime {
             started_at: now,
             started: Instant::now(),

@@ -103,18 +103,37 @@ fn removed_in_use(old: &Snapshot, new: &Snapshot) -> Vec<String> {
 }
 
 impl Runtime {
-    /// Reloads the configuration (from a file change, SIGHUP, or a caller). One at a time.
-    pub async fn reload(self: &Arc<Self>, trigger: &str) -> ReloadOutcome {
+    /// Reloads the configuration. One at a time. Unless `force` (SIGHUP, a caller), nothing is
+    /// done when the files' content is what was last loaded: `None`.
+    pub async fn reload(self: &Arc<Self>, trigger: &str, force: bool) -> Option<ReloadOutcome> {
         let _one = self.reload_lock.lock().await;
+        if self.stopping.is_cancelled() {
+            return None;
+        }
+        let old = self.snapshot();
+        if !force {
+            let current = {
+                let s = old.clone();
+                tokio::task::spawn_blocking(move || super::watch::hash_inputs(&s))
+                    .await
+                    .unwrap_or_default()
+            };
+            if current == *self.config_hash.lock().unwrap_or_else(|p| p.into_inner()) {
+                return None;
+            }
+        }
         sdnotify::notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
             sdnotify::monotonic_usec()
         ));
-        let old = self.snapshot();
         let opts = LoadOptions::from_env(old.settings_file.clone());
         let registry = self.registry.clone();
-        let hash = super::watch::hash_inputs(&old);
         let loaded = tokio::task::spawn_blocking(move || config::load(&opts, &registry)).await;
+        // The hash of the bytes actually loaded, so that a change made during the load is seen.
+        let hash = match &loaded {
+            Ok(Ok(l)) => l.inputs_hash.clone(),
+            _ => super::watch::hash_inputs(&old),
+        };
         let now = Utc::now();
         let outcome = match loaded {
             Err(e) => {
@@ -186,7 +205,9 @@ impl Runtime {
             }
         }
         self.emit(Event::Configuration(outcome.clone()));
-        sdnotify::notify(&format!("READY=1\nSTATUS={}", self.status_line()));
-        outcome
+        if !self.stopping.is_cancelled() {
+            sdnotify::notify(&format!("READY=1\nSTATUS={}", self.status_line()));
+        }
+        Some(outcome)
     }
 }

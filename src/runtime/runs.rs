@@ -304,10 +304,21 @@ impl Runtime {
         complete: bool,
         started_by: &str,
     ) -> Result<(RunRecord, broadcast::Receiver<RunEvent>), StartError> {
+        self.start_export_on(self.snapshot(), target, complete, started_by)
+    }
+
+    /// `start_export` on a given configuration: the run uses it from start to end, even if a
+    /// reload happens while it waits for a slot.
+    pub fn start_export_on(
+        self: &Arc<Self>,
+        snapshot: Arc<crate::config::Snapshot>,
+        target: Target,
+        complete: bool,
+        started_by: &str,
+    ) -> Result<(RunRecord, broadcast::Receiver<RunEvent>), StartError> {
         if self.stopping.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
-        let snapshot = self.snapshot();
         let planned = export::plan(&snapshot, &target, complete).map_err(StartError::Plan)?;
         let Some(run) = planned.into_iter().next() else {
             return Err(StartError::Plan(PlanError {
@@ -377,10 +388,14 @@ impl Runtime {
                 p = registry.slots.clone().acquire_owned() => p.ok(),
                 _ = cancel.cancelled() => None,
             };
-            if permit.is_none() {
+            if permit.is_none() || rt.stopping.is_cancelled() {
                 record_task.state = RunState::Cancelled;
                 record_task.failure_class = Some(FailureClass::Cancelled);
-                record_task.error = Some("cancelled before it started".into());
+                record_task.error = Some(if permit.is_none() {
+                    "cancelled before it started".into()
+                } else {
+                    "not started: the agent is stopping".into()
+                });
             } else {
                 record_task.state = RunState::Running;
                 record_task.started_at = Some(Utc::now());
@@ -415,7 +430,6 @@ impl Runtime {
                         }
                     })
                 };
-                let snapshot = rt.snapshot();
                 let report = export::run_one(&snapshot, &run, &cancel, progress).await;
                 ticker_stop.cancel();
                 let _ = ticker.await;

@@ -38,6 +38,11 @@ pub fn spawn(rt: Arc<Runtime>) {
                 _ = tick.tick() => {}
             }
             let snapshot = rt.snapshot();
+            if !snapshot.daemon.scheduler {
+                // Scheduler:Enabled is false (it may change by reload).
+                due.clear();
+                continue;
+            }
             let now = Utc::now();
             let mut seen = HashSet::new();
             for job in snapshot
@@ -50,13 +55,15 @@ pub fn spawn(rt: Arc<Runtime>) {
                 };
                 let key = job.identifier.key();
                 seen.insert(key.clone());
+                // The expression and the time zone: a change of either reschedules.
+                let sched_key = format!("{}|{}", schedule.expression, schedule.utc);
                 let entry = due
                     .get(&key)
-                    .filter(|(expr, _)| expr == &schedule.expression)
+                    .filter(|(expr, _)| expr == &sched_key)
                     .cloned();
                 let Some((_, when)) = entry else {
                     if let Some(next) = next_after(schedule, now) {
-                        due.insert(key, (schedule.expression.clone(), next));
+                        due.insert(key, (sched_key.clone(), next));
                     }
                     continue;
                 };
@@ -65,7 +72,7 @@ pub fn spawn(rt: Arc<Runtime>) {
                 }
                 // Due: fire once, and take the next time after now (nothing is replayed).
                 match next_after(schedule, now) {
-                    Some(next) => due.insert(key.clone(), (schedule.expression.clone(), next)),
+                    Some(next) => due.insert(key.clone(), (sched_key.clone(), next)),
                     None => due.remove(&key),
                 };
                 let already = !running
@@ -94,6 +101,7 @@ pub fn spawn(rt: Arc<Runtime>) {
 
 /// Runs a job's steps level by level. Returns whether every task succeeded (or was warned).
 pub async fn run_job(rt: &Arc<Runtime>, job: &Job) -> bool {
+    // The whole job runs on the configuration it started with.
     let snapshot = rt.snapshot();
     let mut levels: BTreeMap<i64, Vec<&crate::config::JobStep>> = BTreeMap::new();
     for step in &job.steps {
@@ -107,7 +115,7 @@ pub async fn run_job(rt: &Arc<Runtime>, job: &Job) -> bool {
             let continue_on_error = snapshot
                 .export_task(step.task.as_str())
                 .is_some_and(|t| t.continue_on_error);
-            match rt.start_export(Target::Task(step.task.to_string()), false, &started_by) {
+            match start_step(rt, &snapshot, step.task.as_str(), &started_by).await {
                 Ok((record, mut rx)) => waits.push(tokio::spawn({
                     let rt = rt.clone();
                     async move {
@@ -166,4 +174,48 @@ pub async fn run_job(rt: &Arc<Runtime>, job: &Job) -> bool {
     }
     tracing::info!(job = %job.identifier, "job finished");
     true
+}
+
+/// Starts a step's task. When its connection is busy with another run, waits for that run to end
+/// (at most an hour), then starts.
+async fn start_step(
+    rt: &Arc<Runtime>,
+    snapshot: &Arc<crate::config::Snapshot>,
+    task: &str,
+    started_by: &str,
+) -> Result<
+    (
+        super::runs::RunRecord,
+        tokio::sync::broadcast::Receiver<super::runs::RunEvent>,
+    ),
+    super::runs::StartError,
+> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    loop {
+        match rt.start_export_on(
+            snapshot.clone(),
+            Target::Task(task.to_string()),
+            false,
+            started_by,
+        ) {
+            Err(super::runs::StartError::AlreadyRunning { run_id, .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::info!(%task, run = %run_id, "the task's connection is busy; the job step waits for that run");
+                if let Some(mut rx) = rt.runs.subscribe(&run_id) {
+                    // Until every sender is gone: the run has ended.
+                    while !matches!(
+                        rx.recv().await,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed)
+                    ) {}
+                    }
+                }
+                tokio::select! {
+                    _ = rt.stopping.cancelled() => return Err(super::runs::StartError::ShuttingDown),
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+            other => return other,
+        }
+    }
 }

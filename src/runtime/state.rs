@@ -13,6 +13,9 @@ use std::sync::RwLock;
 pub struct Times {
     pub first_seen: DateTime<Utc>,
     pub last_modified: DateTime<Utc>,
+    /// The connection left the configuration (it may come back: then it is "modified").
+    #[serde(default)]
+    pub removed: bool,
     /// SHA-256 of the connection's XML attributes and settings (secrets included, hashed).
     pub fingerprint: String,
 }
@@ -42,6 +45,7 @@ pub fn connection_fingerprint(key: &[u8], c: &crate::config::Connection) -> Stri
                 .collect::<Vec<_>>()
         ),
         c.settings.label(),
+        if c.served { "served" } else { "not served" },
     ] {
         h.update(part.as_bytes());
         h.update([0]);
@@ -83,10 +87,11 @@ impl ConnectionTimes {
         for c in &snapshot.connections {
             let fp = connection_fingerprint(&self.key, c);
             match map.get_mut(&c.identifier.key()) {
-                Some(t) if t.fingerprint == fp => {}
+                Some(t) if t.fingerprint == fp && !t.removed => {}
                 Some(t) => {
                     t.last_modified = now;
                     t.fingerprint = fp;
+                    t.removed = false;
                     changed.push(c.identifier.to_string());
                 }
                 None => {
@@ -95,6 +100,7 @@ impl ConnectionTimes {
                         Times {
                             first_seen: now,
                             last_modified: now,
+                            removed: false,
                             fingerprint: fp,
                         },
                     );
@@ -102,7 +108,14 @@ impl ConnectionTimes {
                 }
             }
         }
-        if !changed.is_empty() {
+        let mut removed_any = false;
+        for (key, t) in map.iter_mut() {
+            if !t.removed && snapshot.connection(key).is_none() {
+                t.removed = true;
+                removed_any = true;
+            }
+        }
+        if !changed.is_empty() || removed_any {
             let text = serde_json::to_vec_pretty(&*map).unwrap_or_default();
             let res = self
                 .path

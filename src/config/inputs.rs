@@ -1,0 +1,49 @@
+//! The content hash of everything a configuration load reads: the settings file and every XML
+//! file (path and bytes). The loader hashes the bytes it actually read; the watcher hashes the
+//! files as they are now; a difference means the configuration changed.
+
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+#[derive(Default)]
+pub struct InputsHasher(Sha256);
+
+impl InputsHasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A file's bytes, or the error that kept it from being read.
+    pub fn file(&mut self, path: &Path, content: &std::io::Result<Vec<u8>>) {
+        self.0.update(path.as_os_str().as_encoded_bytes());
+        self.0.update([0]);
+        match content {
+            Ok(b) => {
+                self.0.update(b"ok:");
+                self.0.update(b);
+            }
+            Err(e) => self
+                .0
+                .update(format!("unreadable:{:?}", e.kind()).as_bytes()),
+        }
+        self.0.update([0]);
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+/// The hash of the configuration files as they are now: the settings file, then the `*.xml`
+/// files under `xml_folder` (the same walk as the loader's).
+pub fn hash_now(settings_file: &Path, xml_folder: &Path) -> String {
+    let mut h = InputsHasher::new();
+    h.file(settings_file, &std::fs::read(settings_file));
+    if xml_folder.is_dir() {
+        let mut d = super::Diagnostics::default();
+        for f in super::xml::find_xml_files(xml_folder, &mut d) {
+            h.file(&f, &std::fs::read(&f));
+        }
+    }
+    h.finish()
+}
