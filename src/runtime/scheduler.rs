@@ -208,7 +208,6 @@ async fn start_step(
                         rx.recv().await,
                         Err(tokio::sync::broadcast::error::RecvError::Closed)
                     ) {}
-                    }
                 }
                 tokio::select! {
                     _ = rt.stopping.cancelled() => return Err(super::runs::StartError::ShuttingDown),
