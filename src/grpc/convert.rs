@@ -94,6 +94,7 @@ pub fn schema(s: &schema::Schema) -> pb::Schema {
             .map(|t| pb::SchemaTable {
                 name: t.name.clone(),
                 source: t.source.clone(),
+                source_table: t.source_table,
                 columns: t
                     .columns
                     .iter()

@@ -13,9 +13,24 @@ pub enum Part {
     Secret(Secret),
 }
 
+/// How a connection string was written; kept so it can be shown the same way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Syntax {
+    /// `Key=value;Key2='quoted; value'` (ADO.NET, SqlClient, Npgsql).
+    #[default]
+    Ado,
+    /// `key=value key2='quoted value'` (libpq).
+    Libpq,
+    /// `scheme://user:password@host:port/database?key=value` (URL).
+    Url,
+}
+
 #[derive(Clone, Default)]
 pub struct ConnectionString {
     parts: Vec<(String, Part)>,
+    syntax: Syntax,
+    /// For URLs: the scheme (`postgresql`).
+    scheme: String,
 }
 
 /// Keys whose values are secrets, compared without case and spaces.
@@ -29,8 +44,201 @@ fn normalize(key: &str) -> String {
 }
 
 impl ConnectionString {
-    /// Parses `text`. The error says what is wrong without repeating any value.
+    /// Parses `text` in whichever syntax it is written: a URL (`scheme://`), ADO.NET (`;`
+    /// separated), or libpq (space separated `key=value`). The error says what is wrong without
+    /// repeating any value.
     pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if let Some((scheme, rest)) = t.split_once("://")
+            && !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
+        {
+            return Self::parse_url(scheme, rest);
+        }
+        if !t.contains(';')
+            && let Ok(cs) = Self::parse_libpq(t)
+        {
+            return Ok(cs);
+        }
+        Self::parse_ado(text)
+    }
+
+    pub fn syntax(&self) -> Syntax {
+        self.syntax
+    }
+
+    fn part(key: &str, value: String) -> (String, Part) {
+        let p = if SECRET_KEYS.contains(&normalize(key).as_str()) {
+            Part::Secret(Secret::new(value))
+        } else {
+            Part::Plain(value)
+        };
+        (key.to_string(), p)
+    }
+
+    /// `key=value` pairs separated by spaces; values may be single-quoted with `\'` and `\\`.
+    fn parse_libpq(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut chars = text.chars().peekable();
+        let mut n = 0;
+        loop {
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            if chars.peek().is_none() {
+                break;
+            }
+            n += 1;
+            let mut key = String::new();
+            while let Some(&c) = chars.peek() {
+                if c == '=' || c.is_whitespace() {
+                    break;
+                }
+                key.push(c);
+                chars.next();
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            if chars.next() != Some('=') || key.is_empty() {
+                return Err(format!("part {n} is not key=value"));
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            let mut value = String::new();
+            if chars.peek() == Some(&'\'') {
+                chars.next();
+                let mut closed = false;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some(e) = chars.next() {
+                                value.push(e);
+                            }
+                        }
+                        '\'' => {
+                            closed = true;
+                            break;
+                        }
+                        other => value.push(other),
+                    }
+                }
+                if !closed {
+                    return Err(format!(
+                        "the value of part {n} opens a quote that is never closed"
+                    ));
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() {
+                        break;
+                    }
+                    if c == '\\' {
+                        chars.next();
+                        if let Some(e) = chars.next() {
+                            value.push(e);
+                        }
+                        continue;
+                    }
+                    value.push(c);
+                    chars.next();
+                }
+            }
+            parts.push(Self::part(&key, value));
+        }
+        if parts.is_empty() {
+            return Err("the connection string is empty".into());
+        }
+        Ok(ConnectionString {
+            parts,
+            syntax: Syntax::Libpq,
+            scheme: String::new(),
+        })
+    }
+
+    /// `user:password@host:port/database?key=value&...` after `scheme://`, percent-decoded.
+    fn parse_url(scheme: &str, rest: &str) -> Result<Self, String> {
+        let decode = |s: &str, what: &str| -> Result<String, String> {
+            let bytes = s.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let hex = s
+                        .get(i + 1..i + 3)
+                        .ok_or_else(|| format!("the {what} has a bad %-escape"))?;
+                    out.push(
+                        u8::from_str_radix(hex, 16)
+                            .map_err(|_| format!("the {what} has a bad %-escape"))?,
+                    );
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).map_err(|_| format!("the {what} is not UTF-8 once decoded"))
+        };
+        let (before_query, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match before_query.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (before_query, None),
+        };
+        let mut parts = Vec::new();
+        let hostport = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                match userinfo.split_once(':') {
+                    Some((u, pw)) => {
+                        parts.push(Self::part("user", decode(u, "user name")?));
+                        parts.push(Self::part("password", decode(pw, "password")?));
+                    }
+                    None => parts.push(Self::part("user", decode(userinfo, "user name")?)),
+                }
+                hostport
+            }
+            None => authority,
+        };
+        if !hostport.is_empty() {
+            let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+                match inner.split_once(']') {
+                    Some((h, p)) => (h, p.strip_prefix(':')),
+                    None => return Err("the host has an unclosed '['".into()),
+                }
+            } else {
+                match hostport.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (hostport, None),
+                }
+            };
+            parts.push(Self::part("host", decode(host, "host")?));
+            if let Some(p) = port.filter(|p| !p.is_empty()) {
+                parts.push(Self::part("port", p.to_string()));
+            }
+        }
+        if let Some(db) = path.filter(|p| !p.is_empty()) {
+            parts.push(Self::part("dbname", decode(db, "database name")?));
+        }
+        for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            parts.push(Self::part(
+                &decode(k, "parameter name")?,
+                decode(v, "parameter value")?,
+            ));
+        }
+        Ok(ConnectionString {
+            parts,
+            syntax: Syntax::Url,
+            scheme: scheme.to_string(),
+        })
+    }
+
+    fn parse_ado(text: &str) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut chars = text.chars().peekable();
         // Errors name the part by its position, never by its text: a password holding an
@@ -132,7 +340,11 @@ impl ConnectionString {
                 break;
             }
         }
-        Ok(ConnectionString { parts })
+        Ok(ConnectionString {
+            parts,
+            syntax: Syntax::Ado,
+            scheme: String::new(),
+        })
     }
 
     /// The last value given for a keyword (any of `names`), compared without case and spaces.
@@ -164,19 +376,78 @@ impl ConnectionString {
         })
     }
 
-    /// The connection string with every secret part replaced by `(set)`.
+    /// The connection string with every secret part replaced by `(set)`, in its own syntax.
     pub fn redacted(&self) -> String {
-        self.parts
-            .iter()
-            .map(|(k, p)| match p {
-                Part::Plain(v) if v.contains([';', '"', '\'']) || v.trim() != v => {
-                    format!("{k}=\"{}\"", v.replace('"', "\"\""))
+        let shown = |p: &Part| match p {
+            Part::Plain(v) => v.clone(),
+            Part::Secret(_) => SET_MARKER.to_string(),
+        };
+        match self.syntax {
+            Syntax::Ado => self
+                .parts
+                .iter()
+                .map(|(k, p)| match p {
+                    Part::Plain(v) if v.contains([';', '"', '\'']) || v.trim() != v => {
+                        format!("{k}=\"{}\"", v.replace('"', "\"\""))
+                    }
+                    Part::Plain(v) => format!("{k}={v}"),
+                    Part::Secret(_) => format!("{k}={SET_MARKER}"),
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+            Syntax::Libpq => self
+                .parts
+                .iter()
+                .map(|(k, p)| {
+                    let v = shown(p);
+                    if v.is_empty() || v.contains([' ', '\'', '\\']) {
+                        format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+                    } else {
+                        format!("{k}={v}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Syntax::Url => {
+                let get = |k: &str| {
+                    self.parts
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, p)| shown(p))
+                };
+                let mut out = format!("{}://", self.scheme);
+                if let Some(u) = get("user") {
+                    out.push_str(&u);
+                    if let Some(pw) = get("password") {
+                        out.push(':');
+                        out.push_str(&pw);
+                    }
+                    out.push('@');
                 }
-                Part::Plain(v) => format!("{k}={v}"),
-                Part::Secret(_) => format!("{k}={SET_MARKER}"),
-            })
-            .collect::<Vec<_>>()
-            .join(";")
+                out.push_str(&get("host").unwrap_or_default());
+                if let Some(p) = get("port") {
+                    out.push(':');
+                    out.push_str(&p);
+                }
+                if let Some(db) = get("dbname") {
+                    out.push('/');
+                    out.push_str(&db);
+                }
+                let params: Vec<String> = self
+                    .parts
+                    .iter()
+                    .filter(|(k, _)| {
+                        !["user", "password", "host", "port", "dbname"].contains(&k.as_str())
+                    })
+                    .map(|(k, p)| format!("{k}={}", shown(p)))
+                    .collect();
+                if !params.is_empty() {
+                    out.push('?');
+                    out.push_str(&params.join("&"));
+                }
+                out
+            }
+        }
     }
 }
 
@@ -223,5 +494,42 @@ mod tests {
         assert!(e.contains("part 3") && !e.contains("secret-tail"), "{e}");
         let cs = ConnectionString::parse("a==b=c").unwrap();
         assert_eq!(cs.plain(&["a=b"]), Some("c"));
+    }
+
+    #[test]
+    fn urls_and_libpq() {
+        let cs =
+            ConnectionString::parse("postgresql://agent:p%40ss@db.example:5433/hr?sslmode=require")
+                .unwrap();
+        assert_eq!(cs.syntax(), Syntax::Url);
+        assert_eq!(cs.plain(&["host"]), Some("db.example"));
+        assert_eq!(cs.plain(&["port"]), Some("5433"));
+        assert_eq!(cs.plain(&["dbname"]), Some("hr"));
+        assert_eq!(cs.plain(&["sslmode"]), Some("require"));
+        assert!(matches!(cs.get(&["password"]), Some(Part::Secret(s)) if s.expose() == "p@ss"));
+        assert_eq!(
+            cs.redacted(),
+            "postgresql://agent:(set)@db.example:5433/hr?sslmode=require"
+        );
+        let cs = ConnectionString::parse("host=127.0.0.1 port=5432 password='a b\\'c' dbname=x")
+            .unwrap();
+        assert_eq!(cs.syntax(), Syntax::Libpq);
+        assert!(matches!(cs.get(&["password"]), Some(Part::Secret(s)) if s.expose() == "a b'c"));
+        assert_eq!(
+            cs.redacted(),
+            "host=127.0.0.1 port=5432 password=(set) dbname=x"
+        );
+        // ADO stays ADO, also without ';'.
+        let cs = ConnectionString::parse("Data Source=demo/hr.db").unwrap();
+        assert_eq!(cs.syntax(), Syntax::Ado);
+        assert_eq!(cs.plain(&["data source"]), Some("demo/hr.db"));
+        let cs =
+            ConnectionString::parse("Host=h;Port=5;Username=u;Password=secret;SSL Mode=Disable")
+                .unwrap();
+        assert_eq!(cs.syntax(), Syntax::Ado);
+        assert_eq!(
+            cs.redacted(),
+            "Host=h;Port=5;Username=u;Password=(set);SSL Mode=Disable"
+        );
     }
 }

@@ -424,6 +424,7 @@ impl Package for CsvPackage {
                             source_type: None,
                         })
                         .collect(),
+                    source_table: false,
                 }],
             })
         })

@@ -7,6 +7,8 @@
 pub mod connstr;
 pub mod csv;
 pub mod decode;
+pub mod pgtypes;
+pub mod postgres;
 pub mod sink;
 pub mod spec;
 pub mod sql;
@@ -193,7 +195,11 @@ pub struct Registry {
 impl Registry {
     pub fn builtin() -> Self {
         Registry {
-            packages: vec![Arc::new(csv::CsvPackage), Arc::new(sqlite::SqlitePackage)],
+            packages: vec![
+                Arc::new(csv::CsvPackage),
+                Arc::new(sqlite::SqlitePackage),
+                Arc::new(postgres::PostgresPackage),
+            ],
         }
     }
 

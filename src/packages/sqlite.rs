@@ -410,6 +410,7 @@ impl Package for SqlitePackage {
                     name: table_name(conn.identifier.as_str(), &q),
                     source: q.describe(),
                     columns,
+                    source_table: false,
                 });
             }
             Ok(Schema {

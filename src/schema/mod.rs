@@ -47,6 +47,10 @@ pub struct SchemaTable {
     /// What the table is read from in the source (a table name, a query, a file).
     pub source: String,
     pub columns: Vec<SchemaColumn>,
+    /// A table or view of the source system listed by discovery (`schema.table`), rather than a
+    /// connection table this connection exports.
+    #[serde(default)]
+    pub source_table: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,616 @@
+//! The `PostgreSql` package: tokio-postgres, TLS through rustls, one read-only snapshot per export,
+//! and rows streamed with `COPY (query) TO STDOUT (FORMAT binary)`, decoded into the canonical
+//! text forms (`pgtypes`).
+
+use super::connstr::{ConnectionString, Part};
+use super::pgtypes;
+use super::spec::{Section, SettingKind, SettingSpec, Settings};
+use super::sql::{self, QuerySource, TableQuery};
+use super::value::Value;
+use super::{
+    Category, ConnectionRef, ExportMode, ExportOutcome, Package, PackageError, PackageInfo,
+    Problem, RowSink, TestReport,
+};
+use crate::schema::{KeyType, Schema, SchemaColumn, SchemaTable};
+use async_trait::async_trait;
+use chrono::Utc;
+use postgres_types::{FromSql, Type};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
+use tokio_stream::StreamExt;
+
+pub struct PostgresPackage;
+
+const ISOLATION: &[&str] = &["ReadCommitted", "RepeatableRead", "Serializable"];
+
+const SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        name: "ConnectionString",
+        section: Section::General,
+        kind: SettingKind::ConnectionString,
+        default: None,
+        required: true,
+        secured: false,
+        description: "postgresql://user:password@host:port/database, libpq \"host=... dbname=... user=... password=...\", or Npgsql \"Host=...;Database=...;Username=...;Password=...;SSL Mode=...\". The password is secret.",
+    },
+    sql::SQL_COMMAND,
+    sql::SQL_FILE,
+    sql::TABLES,
+    sql::TIMEOUT,
+    SettingSpec {
+        name: "IsolationLevel",
+        section: Section::Advanced,
+        kind: SettingKind::Choice(ISOLATION),
+        default: Some("RepeatableRead"),
+        required: false,
+        secured: false,
+        description: "Isolation of the export's read-only transaction. RepeatableRead (the default) gives every table of one export the same snapshot.",
+    },
+    SettingSpec {
+        name: "CaFile",
+        section: Section::Advanced,
+        kind: SettingKind::Path,
+        default: None,
+        required: false,
+        secured: false,
+        description: "PEM file of the CA that signs the server's certificate (TLS); the public web roots are trusted too.",
+    },
+    SettingSpec {
+        name: "SchemaFilter",
+        section: Section::Additional,
+        kind: SettingKind::TextList,
+        default: None,
+        required: false,
+        secured: false,
+        description: "Schemas whose tables discovery lists (patterns with * and ?); all but the system schemas when empty.",
+    },
+    SettingSpec {
+        name: "TableFilter",
+        section: Section::Additional,
+        kind: SettingKind::TextList,
+        default: None,
+        required: false,
+        secured: false,
+        description: "Tables and views that discovery lists (patterns with * and ?); all when empty.",
+    },
+];
+
+static INFO: PackageInfo = PackageInfo {
+    id: "PostgreSql",
+    aliases: &["Usercube.SQL.PostgreSQL@0000001", "PostgreSQL", "Postgres"],
+    category: Category::Database,
+    description: "PostgreSQL database",
+    has_incremental: false,
+    settings: SETTINGS,
+};
+
+/// Any value, as raw bytes: decoding is done by `pgtypes`.
+struct Raw<'a>(Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw)))
+    }
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// What the connection string says, typed.
+struct Target {
+    config: tokio_postgres::Config,
+    ssl: SslMode,
+    shown: String,
+}
+
+fn target(settings: &Settings) -> Result<Target, Problem> {
+    let hint = "write ConnectionString as postgresql://user:password@host:5432/database";
+    let cs: &ConnectionString =
+        settings
+            .connection_string("ConnectionString")
+            .ok_or_else(|| {
+                Problem::new(
+                    Some("ConnectionString"),
+                    "ConnectionString is not set",
+                    hint,
+                )
+            })?;
+    let mut config = tokio_postgres::Config::new();
+    let host = cs
+        .plain(&["host", "server", "hostaddr"])
+        .unwrap_or("localhost");
+    config.host(host);
+    let port = match cs.plain(&["port"]) {
+        Some(p) => p.trim().parse::<u16>().map_err(|_| {
+            Problem::new(
+                Some("ConnectionString"),
+                format!("the port {p:?} is not a number"),
+                hint,
+            )
+        })?,
+        None => 5432,
+    };
+    config.port(port);
+    let db = cs
+        .plain(&["dbname", "database", "initial catalog"])
+        .ok_or_else(|| {
+            Problem::new(
+                Some("ConnectionString"),
+                "the connection string names no database",
+                hint,
+            )
+        })?;
+    config.dbname(db);
+    let user = cs
+        .plain(&["user", "username", "user id", "userid", "uid"])
+        .ok_or_else(|| {
+            Problem::new(
+                Some("ConnectionString"),
+                "the connection string names no user",
+                hint,
+            )
+        })?;
+    config.user(user);
+    if let Some(Part::Secret(pw)) = cs.get(&["password", "pwd"]) {
+        config.password(pw.expose());
+    }
+    let ssl = match cs
+        .plain(&["sslmode", "ssl mode"])
+        .map(|s| s.to_ascii_lowercase())
+    {
+        None => SslMode::Prefer,
+        Some(m) => match m.as_str() {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" | "verify-ca" | "verify-full" | "verifyca" | "verifyfull" => SslMode::Require,
+            other => {
+                return Err(Problem::new(
+                    Some("ConnectionString"),
+                    format!("sslmode {other:?} is not known"),
+                    "use disable, prefer, require, verify-ca or verify-full",
+                ));
+            }
+        },
+    };
+    config.ssl_mode(ssl);
+    if let Some(t) = cs.plain(&["connect_timeout", "timeout", "connect timeout"]) {
+        let secs = t.trim().parse::<u64>().map_err(|_| {
+            Problem::new(
+                Some("ConnectionString"),
+                format!("connect_timeout {t:?} is not a number of seconds"),
+                hint,
+            )
+        })?;
+        config.connect_timeout(Duration::from_secs(secs));
+    } else {
+        config.connect_timeout(Duration::from_secs(30));
+    }
+    config.application_name(
+        cs.plain(&["application_name", "application name"])
+            .unwrap_or("connagent"),
+    );
+    Ok(Target {
+        config,
+        ssl,
+        shown: format!("{user}@{host}:{port}/{db}"),
+    })
+}
+
+fn tls(settings: &Settings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PackageError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = settings.path("CaFile") {
+        let f = std::fs::File::open(&ca)
+            .map_err(|e| PackageError::config(format!("CaFile {}: {e}", ca.display())))?;
+        for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(f)) {
+            let cert =
+                cert.map_err(|e| PackageError::config(format!("CaFile {}: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| PackageError::config(format!("CaFile {}: {e}", ca.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| PackageError::system(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// A failure, classified, with the server's own message.
+fn pg_error(
+    e: &tokio_postgres::Error,
+    what: &str,
+    timeout: Option<i64>,
+    prepare: bool,
+) -> PackageError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let msg = format!("{what}: {} ({})", db.message(), code.code());
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            return PackageError::source(format!(
+                "{what}: the server refused the login: {}",
+                db.message()
+            ));
+        }
+        if *code == SqlState::INVALID_CATALOG_NAME {
+            return PackageError::config(msg);
+        }
+        if *code == SqlState::QUERY_CANCELED {
+            return PackageError::source(format!(
+                "{what}: stopped after the Timeout of {} seconds",
+                timeout.unwrap_or(0)
+            ));
+        }
+        // Class 42 (syntax error or access rule violation) found while preparing: the query.
+        if prepare && code.code().starts_with("42") {
+            return PackageError::config(msg);
+        }
+        return PackageError::source(msg);
+    }
+    PackageError::source(format!("{what}: {e}"))
+}
+
+async fn connect(conn: &ConnectionRef) -> Result<tokio_postgres::Client, PackageError> {
+    let t = target(&conn.settings).map_err(|p| PackageError::config(p.message))?;
+    let what = format!("PostgreSQL {}", t.shown);
+    let reach = |e: tokio_postgres::Error| {
+        if e.as_db_error().is_some() {
+            pg_error(&e, &what, None, false)
+        } else {
+            PackageError::source(format!("cannot reach {what}: {e}"))
+        }
+    };
+    let client = if t.ssl == SslMode::Disable {
+        let (client, connection) = t
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(reach)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        client
+    } else {
+        let (client, connection) = t
+            .config
+            .connect(tls(&conn.settings)?)
+            .await
+            .map_err(reach)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        client
+    };
+    Ok(client)
+}
+
+fn statement_sql(q: &TableQuery) -> String {
+    q.sql(sql::quote_ansi)
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .to_string()
+}
+
+fn table_name(id: &str, q: &TableQuery) -> String {
+    match &q.name {
+        None => id.to_string(),
+        Some(n) => format!("{id}_{n}"),
+    }
+}
+
+/// Glob match with `*` and `?`, ignoring case.
+fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+const CATALOG: &str = "
+WITH keys AS (
+  SELECT i.indrelid, k.attnum,
+         max(CASE WHEN i.indisprimary THEN 1 WHEN i.indisunique AND i.indnatts = 1 THEN 2 ELSE 0 END) AS key
+  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum)
+  GROUP BY 1, 2)
+SELECT n.nspname::text, c.relname::text, c.relkind::text, a.attname::text,
+       format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atttypid::oid, COALESCE(keys.key, 0)::int4
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN keys ON keys.indrelid = c.oid AND keys.attnum = a.attnum
+WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY n.nspname, c.relname, a.attnum";
+
+#[async_trait]
+impl Package for PostgresPackage {
+    fn info(&self) -> &'static PackageInfo {
+        &INFO
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<Problem> {
+        let mut problems = sql::check_queries(settings);
+        if let Err(p) = target(settings) {
+            problems.push(p);
+        }
+        if let Some(ca) = settings.path("CaFile")
+            && !ca.is_file()
+        {
+            problems.push(Problem::new(
+                Some("CaFile"),
+                format!("the file {} does not exist", ca.display()),
+                "correct the path",
+            ));
+        }
+        problems
+    }
+
+    fn source_paths(&self, _settings: &Settings) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    async fn test(&self, conn: &ConnectionRef) -> Result<TestReport, PackageError> {
+        let client = connect(conn).await?;
+        let shown = target(&conn.settings).map(|t| t.shown).unwrap_or_default();
+        let version: String = client
+            .query_one("SELECT version()", &[])
+            .await
+            .map_err(|e| pg_error(&e, "SELECT version()", None, false))?
+            .try_get(0)
+            .map_err(|e| PackageError::source(e.to_string()))?;
+        let mut checks = vec![format!("connected to {shown}: {version}")];
+        for q in sql::table_queries(&conn.settings)? {
+            client
+                .prepare(&statement_sql(&q))
+                .await
+                .map_err(|e| pg_error(&e, &q.describe(), None, true))?;
+            checks.push(format!(
+                "{}: {} compiles",
+                table_name(conn.identifier.as_str(), &q),
+                q.describe()
+            ));
+        }
+        Ok(TestReport { checks })
+    }
+
+    async fn discover(&self, conn: &ConnectionRef) -> Result<Schema, PackageError> {
+        let client = connect(conn).await?;
+        let id = conn.identifier.as_str();
+        let rows = client
+            .query(CATALOG, &[])
+            .await
+            .map_err(|e| pg_error(&e, "reading the catalog", None, false))?;
+        let schemas = conn.settings.list("SchemaFilter");
+        let tables = conn.settings.list("TableFilter");
+        let mut catalog: Vec<SchemaTable> = Vec::new();
+        // Keys of every table, for the configured `Table` entries too.
+        let mut keys: std::collections::HashMap<(String, String), Vec<(String, KeyType)>> =
+            Default::default();
+        for r in &rows {
+            let get = |i: usize| r.try_get::<_, String>(i).unwrap_or_default();
+            let (nsp, rel, kind, att, fmt) = (get(0), get(1), get(2), get(3), get(4));
+            let notnull: bool = r.try_get(5).unwrap_or(false);
+            let oid: u32 = r.try_get(6).unwrap_or(0);
+            let key = match r.try_get::<_, i32>(7).unwrap_or(0) {
+                1 => KeyType::Primary,
+                2 => KeyType::Unique,
+                _ => KeyType::None,
+            };
+            keys.entry((nsp.clone(), rel.clone()))
+                .or_default()
+                .push((att.clone(), key));
+            if !schemas.is_empty() && !schemas.iter().any(|p| glob(p, &nsp)) {
+                continue;
+            }
+            if !tables.is_empty() && !tables.iter().any(|p| glob(p, &rel)) {
+                continue;
+            }
+            let name = format!("{nsp}.{rel}");
+            if catalog.last().is_none_or(|t| t.name != name) {
+                catalog.push(SchemaTable {
+                    name: name.clone(),
+                    source: if kind == "v" || kind == "m" {
+                        "view".into()
+                    } else {
+                        "table".into()
+                    },
+                    columns: Vec::new(),
+                    source_table: true,
+                });
+            }
+            let (value_type, multivalued) = Type::from_oid(oid)
+                .map(|t| pgtypes::value_type(&t))
+                .unwrap_or((crate::schema::ValueType::String, false));
+            if let Some(t) = catalog.last_mut() {
+                t.columns.push(SchemaColumn {
+                    name: att,
+                    value_type,
+                    key_type: key,
+                    multivalued,
+                    nullable: Some(!notnull),
+                    source_type: Some(fmt),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for q in sql::table_queries(&conn.settings)? {
+            let stmt = client
+                .prepare(&statement_sql(&q))
+                .await
+                .map_err(|e| pg_error(&e, &q.describe(), None, true))?;
+            let table_keys = match &q.source {
+                QuerySource::Table(t) => {
+                    let (nsp, rel) = t
+                        .rsplit_once('.')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                        .unwrap_or(("public".into(), t.clone()));
+                    keys.get(&(nsp, rel)).cloned().unwrap_or_default()
+                }
+                QuerySource::Sql(_) => Vec::new(),
+            };
+            out.push(SchemaTable {
+                name: table_name(id, &q),
+                source: q.describe(),
+                columns: stmt
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        let (value_type, multivalued) = pgtypes::value_type(c.type_());
+                        SchemaColumn {
+                            name: c.name().to_string(),
+                            value_type,
+                            key_type: table_keys
+                                .iter()
+                                .find(|(n, _)| n == c.name())
+                                .map(|(_, k)| *k)
+                                .unwrap_or_default(),
+                            multivalued,
+                            nullable: None,
+                            source_type: Some(c.type_().name().to_string()),
+                        }
+                    })
+                    .collect(),
+                source_table: false,
+            });
+        }
+        out.extend(catalog);
+        Ok(Schema {
+            connection: id.to_string(),
+            package: INFO.id.to_string(),
+            discovered_at: Utc::now(),
+            tables: out,
+        })
+    }
+
+    async fn export(
+        &self,
+        conn: &ConnectionRef,
+        _mode: ExportMode,
+        sink: RowSink,
+    ) -> Result<ExportOutcome, PackageError> {
+        let queries = sql::table_queries(&conn.settings)?;
+        let timeout = conn.settings.integer("Timeout").filter(|t| *t > 0);
+        let client = connect(conn).await?;
+        let iso = match conn
+            .settings
+            .text("IsolationLevel")
+            .unwrap_or("RepeatableRead")
+        {
+            "ReadCommitted" => "READ COMMITTED",
+            "Serializable" => "SERIALIZABLE",
+            _ => "REPEATABLE READ",
+        };
+        // One read-only transaction: every table of this export sees the same snapshot.
+        client
+            .batch_execute(&format!("BEGIN ISOLATION LEVEL {iso} READ ONLY"))
+            .await
+            .map_err(|e| pg_error(&e, "starting the export transaction", None, false))?;
+        if let Some(t) = timeout {
+            client
+                .batch_execute(&format!(
+                    "SET LOCAL statement_timeout = {}",
+                    t.saturating_mul(1000)
+                ))
+                .await
+                .map_err(|e| pg_error(&e, "setting the Timeout", None, false))?;
+        }
+        for q in &queries {
+            let sql_text = statement_sql(q);
+            let stmt = client
+                .prepare(&sql_text)
+                .await
+                .map_err(|e| pg_error(&e, &q.describe(), timeout, true))?;
+            let names: Vec<String> = stmt
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect();
+            let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+            let mut writer = sink.table(q.name.as_deref(), names.clone())?;
+            let copy = client
+                .copy_out(&format!("COPY ({sql_text}) TO STDOUT (FORMAT binary)"))
+                .await
+                .map_err(|e| pg_error(&e, &q.describe(), timeout, false))?;
+            let mut rows = Box::pin(tokio_postgres::binary_copy::BinaryCopyOutStream::new(
+                copy, &types,
+            ));
+            let mut n = 0u64;
+            while let Some(row) = rows.next().await {
+                if conn.cancel.is_cancelled() {
+                    return Err(PackageError::cancelled());
+                }
+                let row = row.map_err(|e| pg_error(&e, &q.describe(), timeout, false))?;
+                n += 1;
+                let mut values = Vec::with_capacity(types.len());
+                for (i, ty) in types.iter().enumerate() {
+                    let raw: Raw = row.try_get(i).map_err(|e| {
+                        PackageError::source(format!("{}: row {n}: {e}", q.describe()))
+                    })?;
+                    let v: Value = pgtypes::decode(ty, raw.0).map_err(|e| {
+                        PackageError::config(format!(
+                            "{}: column {}: {e}",
+                            q.describe(),
+                            names.get(i).map_or("?", String::as_str)
+                        ))
+                    })?;
+                    values.push(v);
+                }
+                writer.push(values).await?;
+            }
+            writer.finish().await?;
+        }
+        let _ = client.batch_execute("COMMIT").await;
+        Ok(ExportOutcome::Exported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("hr_*", "HR_People"));
+        assert!(glob("p?ople", "people"));
+        assert!(!glob("hr_*", "payroll"));
+        assert!(glob("*", "x"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXbYY"));
+    }
+}
