@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks: connagent against the reference tools, on the same machine, in the
+same run, on the same data; writes the figures to BENCHMARKS.md.
+
+  PostgreSQL: `connagent export` vs `psql -c "\\copy (SELECT ...) TO 'file' CSV HEADER"`
+              narrow rows at two sizes (memory must not grow with rows) and awkward rows
+              (quotes, separators, line breaks, unicode, NULLs and empty strings).
+  LDAP:       `connagent export` vs paged `ldapsearch` to a file (when slapd is installed and the
+              build has the Ldap package).
+
+Each case records wall time, CPU time and peak RSS of each tool (bench/measure.py, os.wait4),
+the ratio connagent / reference, and whether both outputs hold the same values.
+
+Usage: python3 bench/run.py [--narrow 100000,1000000] [--awkward 200000] [--ldap 100000]
+"""
+import argparse
+import csv
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release" / "connagent"
+MEASURE = [sys.executable, str(ROOT / "bench" / "measure.py"), "--"]
+csv.field_size_limit(1 << 30)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(cmd, env=None):
+    out = subprocess.run(MEASURE + cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+class Postgres:
+    def __init__(self):
+        versions = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not versions:
+            sys.exit("PostgreSQL is needed: apt-get install postgresql")
+        self.bin = versions[-1].parent
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="connagent-bench-pg-"))
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            subprocess.run(["chown", "-R", "postgres:postgres", str(self.dir)], check=True)
+        self.port = free_port()
+        self.run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C")
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c shared_buffers=256MB"
+        self.run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-o", opts, "start")
+
+    def run(self, tool, *args):
+        cmd = [str(self.bin / tool), *args]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        subprocess.run(cmd, check=True, capture_output=True, cwd=self.dir)
+
+    def psql_cmd(self, sql):
+        cmd = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "bench", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        return cmd
+
+    def sql(self, sql, db="bench"):
+        cmd = self.psql_cmd(sql)
+        cmd[cmd.index("bench")] = db
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def stop(self):
+        self.run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def same_values(a, b):
+    """Both CSV files hold the same rows (read with Python's csv module)."""
+    with open(a, newline="", encoding="utf-8") as fa, open(b, newline="", encoding="utf-8") as fb:
+        ra, rb = csv.reader(fa), csv.reader(fb)
+        for x, y in zip(ra, rb):
+            if x != y:
+                return False
+        return next(ra, None) is None and next(rb, None) is None
+
+
+def agent_setup(work, connection, package, settings, xml_extra=""):
+    (work / "xml-config").mkdir(parents=True, exist_ok=True)
+    (work / "xml-config" / "c.xml").write_text(
+        '<ConfigurationFile><Connector Identifier="B" DisplayName_L1="b"/>'
+        f'<Connection Identifier="{connection}" DisplayName_L1="x" Connector="B" Package="{package}"/>{xml_extra}</ConfigurationFile>'
+    )
+    (work / "appsettings.agent.json").write_text(json.dumps({"Connections": {connection: settings}}))
+    return [str(BIN), "--settings", str(work / "appsettings.agent.json"), "export", "--connection", connection, "--complete"]
+
+
+def pg_cases(args, results):
+    pg = Postgres()
+    try:
+        pg.sql("CREATE DATABASE bench", db="postgres")
+        cases = []
+        for n in args.narrow:
+            t = f"narrow_{n}"
+            pg.sql(f"CREATE TABLE {t} AS SELECT g AS id, 'user' || g AS login, md5(g::text) AS hash, g % 97 AS dept FROM generate_series(1, {n}) g")
+            cases.append((f"PostgreSQL narrow, {n:,} rows", f"SELECT id, login, hash, dept FROM {t} ORDER BY id"))
+        for n in args.awkward:
+            t = f"awkward_{n}"
+            pg.sql(
+                f"""CREATE TABLE {t} AS SELECT g AS id,
+                  CASE WHEN g % 10 = 0 THEN NULL WHEN g % 10 = 1 THEN '' ELSE 'Zoë "' || g || '", 李, O''Brien' END AS name,
+                  CASE WHEN g % 3 = 0 THEN E'line one\\nline two; x' ELSE 'plain ' || g END AS note,
+                  repeat('é', g % 20) AS padding FROM generate_series(1, {n}) g"""
+            )
+            cases.append((f"PostgreSQL awkward, {n:,} rows", f"SELECT id, name, note, padding FROM {t} ORDER BY id"))
+        for label, query in cases:
+            work = pathlib.Path(tempfile.mkdtemp(prefix="connagent-bench-"))
+            url = f"postgresql://postgres@127.0.0.1:{pg.port}/bench?sslmode=disable"
+            cmd = agent_setup(work, "Pg", "PostgreSql", {"ConnectionString": url, "SqlCommand": query})
+            ours = measure(cmd)
+            ref_file = work / "psql.csv"
+            ref = measure(pg.psql_cmd(f"\\copy ({query}) TO '{ref_file}' CSV HEADER"))
+            equal = same_values(work / "Temp" / "ExportOutput" / "Pg.csv", ref_file)
+            results.append({"case": label, "reference": "psql \\copy", "ours": ours, "ref": ref, "same_values": equal})
+            print(label, ours, ref, "same values" if equal else "DIFFERENT VALUES", flush=True)
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        pg.stop()
+
+
+def write_report(results, args):
+    lines = [
+        "# Benchmarks",
+        "",
+        "Side by side on the same machine, in the same run, on the same data. Reproduce with:",
+        "",
+        "```sh",
+        "python3 bench/run.py " + " ".join(sys.argv[1:]),
+        "```",
+        "",
+        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {platform.platform()}; connagent release build. Wall and CPU in seconds, "
+        "peak RSS of the client process (the server's own memory is not counted for either tool). "
+        "Ratio = connagent / reference (below 1.0: connagent is faster or smaller).",
+        "",
+        "| case | reference | connagent wall | reference wall | wall ratio | connagent CPU | reference CPU | connagent peak RSS | reference peak RSS | same values |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        o, f = r["ours"], r["ref"]
+        ratio = o["wall_s"] / f["wall_s"] if f["wall_s"] else float("nan")
+        lines.append(
+            f"| {r['case']} | {r['reference']} | {o['wall_s']:.2f} | {f['wall_s']:.2f} | {ratio:.2f} | {o['cpu_s']:.2f} | {f['cpu_s']:.2f} | "
+            f"{o['max_rss_kib'] / 1024:.1f} MiB | {f['max_rss_kib'] / 1024:.1f} MiB | {'yes' if r['same_values'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "Targets we are driving toward: PostgreSQL export within 1.1x of `psql \\copy`, LDAP within 1.2x of "
+        "`ldapsearch`, peak RSS under 64 MiB at any size. Where a ratio is above its target, the target is not met yet.",
+        "",
+    ]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--narrow", default="100000,1000000")
+    p.add_argument("--awkward", default="200000")
+    p.add_argument("--ldap", default="")
+    p.add_argument("--no-build", action="store_true")
+    args = p.parse_args()
+    args.narrow = [int(x) for x in args.narrow.split(",") if x]
+    args.awkward = [int(x) for x in args.awkward.split(",") if x]
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+    results = []
+    pg_cases(args, results)
+    write_report(results, args)
+    print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
