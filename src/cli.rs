@@ -498,6 +498,7 @@ fn connection_ref(
                 identifier: c.identifier.clone(),
                 settings: settings.clone(),
                 cancel: CancellationToken::new(),
+                mapped_columns: s.mapped_columns(&c.identifier),
             },
             p.clone(),
         )),

@@ -217,6 +217,39 @@ impl Snapshot {
         self.export_tasks.iter().find(|t| t.identifier.matches(id))
     }
 
+    /// The `ConnectionColumn`s that the entity type mappings read from each connection table of
+    /// `id` (table name lower-cased, without `.csv`).
+    pub fn mapped_columns(&self, id: &Ident) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for m in self
+            .entity_type_mappings
+            .iter()
+            .filter(|m| m.connection.as_ref() == Some(id))
+        {
+            let Some(table) = &m.connection_table else {
+                continue;
+            };
+            let t = table.to_ascii_lowercase();
+            let t = t.strip_suffix(".csv").unwrap_or(&t).to_string();
+            let cols: Vec<String> = m
+                .properties
+                .iter()
+                .filter_map(|p| p.connection_column.clone())
+                .collect();
+            match out.iter_mut().find(|(n, _)| *n == t) {
+                Some((_, c)) => {
+                    for x in cols {
+                        if !c.contains(&x) {
+                            c.push(x);
+                        }
+                    }
+                }
+                None => out.push((t, cols)),
+            }
+        }
+        out
+    }
+
     /// What references a connection: export tasks and mappings, by kind and name.
     pub fn usage(&self, id: &Ident) -> Vec<(&'static str, String)> {
         let mut out: Vec<(&'static str, String)> = self

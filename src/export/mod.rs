@@ -371,6 +371,7 @@ pub async fn run_one(
         identifier: conn.identifier.clone(),
         settings: settings.clone(),
         cancel: run_cancel.clone(),
+        mapped_columns: snapshot.mapped_columns(&conn.identifier),
     };
     let package = package.clone();
     let sink = RowSink::new(output.clone());

@@ -707,6 +707,7 @@ impl AgentServiceImpl {
             identifier: c.identifier.clone(),
             settings: Arc::new(settings),
             cancel: self.rt.shutdown.child_token(),
+            mapped_columns: snapshot.mapped_columns(&c.identifier),
         };
         let result = tokio::spawn(async move { package.test(&cref).await })
             .await

@@ -7,6 +7,7 @@
 pub mod connstr;
 pub mod csv;
 pub mod decode;
+pub mod ldap;
 pub mod pgtypes;
 pub mod postgres;
 pub mod sink;
@@ -137,6 +138,9 @@ pub struct ConnectionRef {
     pub identifier: Ident,
     pub settings: Arc<Settings>,
     pub cancel: CancellationToken,
+    /// The connection columns that EntityTypeMappings read, per connection table (lower-cased
+    /// name without `.csv`): packages whose columns depend on the mappings use them.
+    pub mapped_columns: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -199,6 +203,7 @@ impl Registry {
                 Arc::new(csv::CsvPackage),
                 Arc::new(sqlite::SqlitePackage),
                 Arc::new(postgres::PostgresPackage),
+                Arc::new(ldap::LdapPackage),
             ],
         }
     }

@@ -126,6 +126,7 @@ impl SchemaManager {
             identifier: c.identifier.clone(),
             settings: settings.clone(),
             cancel: rt.shutdown.child_token(),
+            mapped_columns: snapshot.mapped_columns(&c.identifier),
         };
         let package = package.clone();
         // Its own task: a panic in the package fails this discovery only.

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod pg;
+pub mod slapd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
