@@ -343,8 +343,12 @@ mod tests {
             "-0.0001"
         );
         assert_eq!(
-            numeric_text(&numeric(1, -2, 0, 6, &[12])).unwrap(),
+            numeric_text(&numeric(1, -2, 0, 6, &[1200])).unwrap(),
             "0.000012"
+        );
+        assert_eq!(
+            numeric_text(&numeric(1, -2, 0, 8, &[12])).unwrap(),
+            "0.00000012"
         );
         assert_eq!(
             numeric_text(&numeric(2, 1, 0, 0, &[1, 0])).unwrap(),
