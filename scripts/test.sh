@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The test command (README): checks formatting and lints, then runs every test.
-# Installs what the tests need when it is missing and we are root (python3 reads CSV back
-# as an independent parser; Python grpcio is an independent gRPC client).
+# Installs what the tests need when it is missing and we are root: python3 (an independent CSV
+# parser; Python grpcio as an independent gRPC client), PostgreSQL and OpenLDAP servers (the
+# tests start their own, in temporary folders), systemd-analyze.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# Real servers for the package tests: PostgreSQL and OpenLDAP, started by the tests themselves.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+[ -x /usr/sbin/slapd ] || need_apt+=(slapd)
+command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
   else
     echo "missing: ${need_apt[*]} (install them: apt-get install ${need_apt[*]})" >&2
     exit 1

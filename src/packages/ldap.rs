@@ -2,9 +2,10 @@
 //! paged searches (RFC 2696) over plain LDAP, LDAPS or StartTLS, written as connection tables:
 //!
 //! * `<id>_entries.csv`: `dn`, `parentdn`, then one column per attribute: the `Attributes`
-//!   setting in its order, or, when it is empty, the sorted union of the attribute names that
-//!   the matched entries carry. That union needs a first paged pass over the same search, which
-//!   keeps only the names (never the entries), before the export pass.
+//!   setting in its order; when it is empty, the `ConnectionColumn`s of the EntityTypeMappings
+//!   whose ConnectionTable is `<id>_entries`; when there are none, the sorted union of the
+//!   attribute names that the matched entries carry. That union needs a first paged pass over the
+//!   same search, which keeps only the names (never the entries), before the export pass.
 //! * `<id>_<attr>.csv` for each link table (`member`, `manager`, ...): `dn`, `<attr>`, one row
 //!   per value, read from the entries that the table's own BaseDN/Filter/Scope match.
 //!
@@ -22,15 +23,9 @@
 //! inside a `Servers` item is parsed into a [`Secret`] at once, never shown, and refused by
 //! [`Package::check`], because a structured setting is not redacted like a secured one.
 //!
-//! Dependency: ldap3 0.11.5 is the newest 0.11.x. Its features are `sync` and `tls` (the
-//! defaults; `tls` is an alias of `tls-native`, native-tls), `tls-native`, `tls-rustls` (rustls
-//! 0.21 with ring 0.16 and the platform's root certificates through rustls-native-certs) and
-//! `gssapi` (Kerberos through cross-krb5: clang and libkrb5-dev at build time). This package uses
-//! only the async API, and TLS through rustls:
-//!
-//! ```toml
-//! ldap3 = { version = "0.11", default-features = false, features = ["tls-rustls"] }
-//! ```
+//! Dependency: ldap3 0.12 with `default-features = false, features = ["tls-rustls-ring"]`: the
+//! async API only, and TLS through rustls 0.23 with ring (the same rustls and ring as the rest of
+//! the agent).
 
 use super::spec::{Section, SettingKind, SettingSpec, Settings};
 use super::value::{Row, Value};
