@@ -134,6 +134,151 @@ def pg_cases(args, results):
         pg.stop()
 
 
+LDAP_BASE = "dc=example,dc=com"
+LDAP_ADMIN = "cn=admin,dc=example,dc=com"
+LDAP_PASSWORD = "bench-admin-password"
+
+
+class Slapd:
+    """A throw-away slapd (the same configuration as tests/support/slapd.rs)."""
+
+    def __init__(self, people, groups, members):
+        for tool in ("/usr/sbin/slapd", "/usr/sbin/slapadd"):
+            if not os.path.exists(tool):
+                sys.exit("OpenLDAP is needed: apt-get install slapd ldap-utils")
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="connagent-bench-ldap-"))
+        conf, data = self.dir / "slapd.d", self.dir / "data"
+        conf.mkdir()
+        data.mkdir()
+        module = ""
+        if os.path.exists("/usr/lib/ldap/back_mdb.so") or os.path.exists("/usr/lib/ldap/back_mdb.la"):
+            module = "dn: cn=module{0},cn=config\nobjectClass: olcModuleList\ncn: module{0}\nolcModulePath: /usr/lib/ldap\nolcModuleLoad: back_mdb\n\n"
+        schemas = "".join(f"include: file:///etc/ldap/schema/{x}.ldif\n" for x in ("core", "cosine", "nis", "inetorgperson"))
+        config = (
+            f"dn: cn=config\nobjectClass: olcGlobal\ncn: config\nolcPidFile: {self.dir}/slapd.pid\nolcLogLevel: none\n\n"
+            + module
+            + "dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n\n" + schemas + "\n"
+            + "dn: olcDatabase={-1}frontend,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcFrontendConfig\n"
+            + "olcDatabase: {-1}frontend\nolcSizeLimit: 500\n\n"
+            + "dn: olcDatabase={0}config,cn=config\nobjectClass: olcDatabaseConfig\nolcDatabase: {0}config\nolcAccess: {0}to * by * none\n\n"
+            + f"dn: olcDatabase={{1}}mdb,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcMdbConfig\nolcDatabase: {{1}}mdb\n"
+            + f"olcDbDirectory: {data}\nolcSuffix: {LDAP_BASE}\nolcRootDN: {LDAP_ADMIN}\nolcRootPW: {LDAP_PASSWORD}\n"
+            + "olcDbMaxSize: 4294967296\nolcSizeLimit: 500\n"
+        )
+        (self.dir / "config.ldif").write_text(config)
+        subprocess.run(["/usr/sbin/slapadd", "-n", "0", "-F", str(conf), "-l", str(self.dir / "config.ldif")], check=True, capture_output=True)
+        with open(self.dir / "data.ldif", "w") as f:
+            f.write(f"dn: {LDAP_BASE}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n")
+            f.write(f"dn: ou=people,{LDAP_BASE}\nobjectClass: organizationalUnit\nou: people\n\n")
+            f.write(f"dn: ou=groups,{LDAP_BASE}\nobjectClass: organizationalUnit\nou: groups\n\n")
+            for i in range(people):
+                f.write(
+                    f"dn: uid=user{i:06},ou=people,{LDAP_BASE}\nobjectClass: inetOrgPerson\nuid: user{i:06}\n"
+                    f"cn: User {i}\nsn: Number{i}\nmail: user{i:06}@example.com\n"
+                    f"description: Member of staff, number {i}\ntelephoneNumber: +1 555 {i:07}\n"
+                    + (f"telephoneNumber: +1 666 {i:07}\n" if i % 2 == 0 else "") + "\n"
+                )
+            for g in range(groups):
+                f.write(f"dn: cn=group{g:04},ou=groups,{LDAP_BASE}\nobjectClass: groupOfNames\ncn: group{g:04}\n")
+                for j in range(min(members, people)):
+                    f.write(f"member: uid=user{(g * members + j) % people:06},ou=people,{LDAP_BASE}\n")
+                f.write("\n")
+        subprocess.run(["/usr/sbin/slapadd", "-q", "-n", "1", "-F", str(conf), "-l", str(self.dir / "data.ldif")], check=True, capture_output=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen(["/usr/sbin/slapd", "-d", "0", "-h", f"ldap://127.0.0.1:{self.port}/", "-F", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    sys.exit("slapd did not start")
+                time.sleep(0.1)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ldif_entries(path):
+    """dn -> {attribute (lower-case): [values]} from ldapsearch output (continuations, base64)."""
+    import base64
+    entries, cur, last = {}, None, None
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith(" ") and lines:
+                lines[-1] += line[1:]
+            else:
+                lines.append(line)
+    for line in lines + [""]:
+        if not line:
+            if cur is not None:
+                entries[cur["dn"][0]] = cur
+            cur = None
+            continue
+        if line.startswith("#") or line.startswith("search:") or line.startswith("result:") or line.startswith("control:"):
+            continue
+        if ":: " in line:
+            k, v = line.split(":: ", 1)
+            v = base64.b64decode(v).decode("utf-8", "replace")
+        elif ": " in line:
+            k, v = line.split(": ", 1)
+        else:
+            continue
+        if k == "dn":
+            cur = {"dn": [v]}
+        elif cur is not None:
+            cur.setdefault(k.lower(), []).append(v)
+    return entries
+
+
+def ldap_cases(args, results):
+    attrs = ["uid", "cn", "mail", "telephoneNumber", "description"]
+    for n in args.ldap:
+        sl = Slapd(n, max(1, n // 1000), 200)
+        try:
+            work = pathlib.Path(tempfile.mkdtemp(prefix="connagent-bench-"))
+            settings = {
+                "Servers": [{"Server": f"ldap://127.0.0.1:{sl.port}", "AuthType": "Basic", "Login": LDAP_ADMIN}],
+                "Password": LDAP_PASSWORD,
+                "Tables": [{"Table": "entries", "BaseDN": f"ou=people,{LDAP_BASE}", "Filter": "(objectClass=inetOrgPerson)"}],
+                "Attributes": attrs,
+                "PageSize": 500,
+            }
+            cmd = agent_setup(work, "Dir", "Ldap", settings)
+            ours = measure(cmd)
+            ref_file = work / "ldapsearch.ldif"
+            ref = measure(["sh", "-c", f"ldapsearch -LLL -o ldif-wrap=no -x -H ldap://127.0.0.1:{sl.port} -D '{LDAP_ADMIN}' -w '{LDAP_PASSWORD}' "
+                                       f"-b 'ou=people,{LDAP_BASE}' -E pr=500/noprompt '(objectClass=inetOrgPerson)' {' '.join(attrs)} > {ref_file}"])
+            theirs = ldif_entries(ref_file)
+            equal = True
+            count = 0
+            with open(work / "Temp" / "ExportOutput" / "Dir_entries.csv", newline="", encoding="utf-8") as f:
+                r = csv.reader(f)
+                header = next(r)
+                for row in r:
+                    count += 1
+                    e = theirs.get(row[0])
+                    if e is None:
+                        equal = False
+                        break
+                    for k, v in zip(header[2:], row[2:]):
+                        if "\n".join(e.get(k.lower(), [])) != v:
+                            equal = False
+                equal = equal and count == len(theirs)
+            label = f"LDAP entries, {n:,} inetOrgPerson"
+            results.append({"case": label, "reference": "ldapsearch (paged)", "ours": ours, "ref": ref, "same_values": equal})
+            print(label, ours, ref, "same values" if equal else "DIFFERENT VALUES", flush=True)
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            sl.stop()
+
+
 def write_report(results, args):
     lines = [
         "# Benchmarks",
@@ -172,15 +317,18 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--narrow", default="100000,1000000")
     p.add_argument("--awkward", default="200000")
-    p.add_argument("--ldap", default="")
+    p.add_argument("--ldap", default="10000,100000")
     p.add_argument("--no-build", action="store_true")
     args = p.parse_args()
     args.narrow = [int(x) for x in args.narrow.split(",") if x]
     args.awkward = [int(x) for x in args.awkward.split(",") if x]
+    args.ldap = [int(x) for x in args.ldap.split(",") if x]
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
     results = []
     pg_cases(args, results)
+    if args.ldap:
+        ldap_cases(args, results)
     write_report(results, args)
     print("wrote BENCHMARKS.md")
 
