@@ -116,16 +116,9 @@ pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
     s
 }
 
+/// A `float4` in its own shortest form (`0.1`, not the f64 widening `0.10000000149011612`).
 fn float32_text(f: f32) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
-    } else if f == 0.0 {
-        "0".into()
-    } else {
-        f.to_string()
-    }
+    super::value::special_float(f64::from(f)).map_or_else(|| f.to_string(), str::to_string)
 }
 
 fn timestamp(micros: i64) -> Option<NaiveDateTime> {

@@ -81,14 +81,20 @@ impl Value {
 
 /// Shortest round-trip text; Rust's `Display` for f64 gives that, without exponent.
 pub fn float_text(f: f64) -> String {
+    special_float(f).map_or_else(|| f.to_string(), str::to_string)
+}
+
+/// The text of the floating-point values that have no digits: NaN, the infinities, and zero
+/// (written `0` whatever its sign).
+pub fn special_float(f: f64) -> Option<&'static str> {
     if f.is_nan() {
-        "NaN".into()
+        Some("NaN")
     } else if f.is_infinite() {
-        if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
+        Some(if f > 0.0 { "Infinity" } else { "-Infinity" })
     } else if f == 0.0 {
-        "0".into()
+        Some("0")
     } else {
-        f.to_string()
+        None
     }
 }
 
