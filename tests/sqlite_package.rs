@@ -448,3 +448,21 @@ fn one_export_per_connection_at_a_time() {
     assert_eq!(out.status.code(), Some(1));
     assert!(ws.output_names().is_empty(), "{:?}", ws.output_names());
 }
+
+#[test]
+fn a_single_column_of_empty_values_reads_back_as_empty_fields() {
+    let ws = workspace(
+        "CREATE TABLE a (v TEXT); INSERT INTO a VALUES (NULL), (''), ('x');",
+        json!({"SqlCommand": "SELECT v FROM a ORDER BY rowid"}),
+    );
+    let out = ws.run(&["export", "--all"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(ws.output_file("HRDb.csv")).unwrap(),
+        "v\n\"\"\n\"\"\nx\n"
+    );
+    assert_eq!(
+        python_csv(&ws.output_file("HRDb.csv")),
+        strings(&[&["v"], &[""], &[""], &["x"]])
+    );
+}

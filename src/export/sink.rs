@@ -332,12 +332,23 @@ impl WriterJob {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 Batch::Rows(batch) => {
-                    let mut fields: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+                    // Field by field through one scratch buffer: no allocation per number.
+                    let mut scratch = String::new();
                     for row in &batch {
-                        fields.clear();
-                        fields.extend(row.iter().map(|v| v.to_text()));
-                        w.write_record(fields.iter().map(|f| f.as_bytes()))
-                            .map_err(cerr)?;
+                        if let [only] = row.as_slice() {
+                            // One column: write_record quotes a lone empty field (`""`), so
+                            // that the row is not read back as a blank line.
+                            scratch.clear();
+                            only.write_text(&mut scratch);
+                            w.write_record([scratch.as_bytes()]).map_err(cerr)?;
+                            continue;
+                        }
+                        for v in row {
+                            scratch.clear();
+                            v.write_text(&mut scratch);
+                            w.write_field(scratch.as_bytes()).map_err(cerr)?;
+                        }
+                        w.write_record(None::<&[u8]>).map_err(cerr)?;
                     }
                     rows += batch.len() as u64;
                     self.progress

@@ -42,6 +42,35 @@ pub enum Value {
 pub type Row = Vec<Value>;
 
 impl Value {
+    /// Appends the canonical text of this value to `out` (what `to_text` returns, without an
+    /// allocation for numbers, dates and borrowed text).
+    pub fn write_text(&self, out: &mut String) {
+        match self {
+            Value::Null => {}
+            Value::Text(s) | Value::Decimal(s) => out.push_str(s),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => match special_float(*f) {
+                Some(s) => out.push_str(s),
+                None => {
+                    let _ = write!(out, "{f}");
+                }
+            },
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Bytes(b) => base64::engine::general_purpose::STANDARD.encode_string(b, out),
+            Value::Multi(values) => {
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                    }
+                    v.write_text(out);
+                }
+            }
+            other => out.push_str(&other.to_text()),
+        }
+    }
+
     /// The canonical text of this value.
     pub fn to_text(&self) -> Cow<'_, str> {
         match self {
@@ -158,6 +187,9 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(v.to_text(), want, "{v:?}");
+            let mut out = String::from("x");
+            v.write_text(&mut out);
+            assert_eq!(out, format!("x{want}"), "write_text of {v:?}");
         }
     }
 }
