@@ -117,6 +117,30 @@ line', 'v', 'ab', 'nm', '\\x00ff10', '2024-02-29', '07:05:09.12', '07:05:09+01:3
     assert_eq!(&got[3][14], "infinity");
     assert_eq!(&got[3][17], "-infinity");
     assert_eq!(&got[3][6], "NaN");
+    // Edge values: the end of the day, an oid above 2^31, money.
+    let ws = workspace(
+        &pg,
+        json!({"SqlCommand": "SELECT '24:00:00'::time AS t, '24:00:00+02'::timetz AS tz, 4000000000::oid AS o, '-0.05'::money AS m"}),
+    );
+    let out = ws.run(&["export", "--connection", "Pg"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        python_csv(&ws.output_file("Pg.csv")),
+        strings(&[
+            &["t", "tz", "o", "m"],
+            &["24:00:00", "24:00:00+02:00", "4000000000", "-0.05"]
+        ])
+    );
+    // A multi-dimensional array is refused, not flattened.
+    let ws = workspace(&pg, json!({"SqlCommand": "SELECT ARRAY[[1,2],[3,4]] AS a"}));
+    let out = ws.run(&["export", "--connection", "Pg"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("column a: a 2-dimensional array has no export form"),
+        "{}",
+        out.stderr
+    );
     // A type without an export form says how to get around it.
     let ws = workspace(&pg, json!({"SqlCommand": "SELECT point(1,2) AS p"}));
     let out = ws.run(&["export", "--connection", "Pg"]);
@@ -327,6 +351,7 @@ fn discovery_lists_tables_with_keys_in_one_query() {
         DO $$ BEGIN FOR i IN 1..1500 LOOP
           EXECUTE format('CREATE TABLE hr.t%s (id int PRIMARY KEY, code text UNIQUE, label text, tags text[])', i);
         END LOOP; END $$;
+        CREATE UNIQUE INDEX ON hr.t1 (label) INCLUDE (tags);
         CREATE TABLE other.x (a int); CREATE VIEW hr.v AS SELECT 1 AS one;");
     let ws = workspace(
         &pg,
@@ -345,7 +370,8 @@ fn discovery_lists_tables_with_keys_in_one_query() {
         .iter()
         .map(|c| c["key_type"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["Primary", "Unique", "None", "None"]);
+    // A unique index with INCLUDE columns makes only its key column unique.
+    assert_eq!(keys, ["Primary", "Unique", "Unique", "None"]);
     let listed: Vec<&str> = tables[1..]
         .iter()
         .map(|t| t["name"].as_str().unwrap())
@@ -377,16 +403,49 @@ fn connection_string_forms_and_redaction() {
             pg.port
         ),
     ];
-    for cs in forms {
+    // A password with every character that connection-string syntaxes treat specially, written
+    // in each syntax without %-escapes (URL) or with the syntax's own quoting (libpq, ADO.NET).
+    const HOSTILE: &str = "Pw;/@'\"?#: x-canary-91";
+    pg.sql(
+        "hr",
+        &format!(
+            "CREATE ROLE agent2 LOGIN PASSWORD '{}'; GRANT SELECT ON one TO agent2;",
+            HOSTILE.replace('\'', "''")
+        ),
+    );
+    let hostile_forms = [
+        format!(
+            "postgresql://agent2:{HOSTILE}@127.0.0.1:{}/hr?sslmode=disable",
+            pg.port
+        ),
+        format!(
+            "host=127.0.0.1 port={} dbname=hr user=agent2 password='{}' sslmode=disable",
+            pg.port,
+            HOSTILE.replace('\'', "\\'")
+        ),
+        format!(
+            "Host=127.0.0.1;Port={};Database=hr;Username=agent2;Password=\"{}\";SSL Mode=Disable",
+            pg.port,
+            HOSTILE.replace('"', "\"\"")
+        ),
+    ];
+    for cs in forms.iter().chain(hostile_forms.iter()) {
+        // A trailing line comment must not swallow the rest of the COPY statement around it.
         let ws = workspace(
             &pg,
-            json!({"ConnectionString": cs, "SqlCommand": "SELECT v FROM one"}),
+            json!({"ConnectionString": cs, "SqlCommand": "SELECT v FROM one -- the only row"}),
         );
         let out = ws.run(&["export", "--connection", "Pg"]);
         assert_no_secret(&out);
+        assert!(!out.all().contains("x-canary-91"), "{}", out.all());
         assert_eq!(out.code, 0, "{cs}: {}", out.all());
+        assert_eq!(
+            python_csv(&ws.output_file("Pg.csv")),
+            strings(&[&["v"], &["1"]])
+        );
         let l = ws.run(&["connections", "--json"]);
         assert_no_secret(&l);
+        assert!(!l.all().contains("x-canary-91"), "{}", l.all());
         let shown = l.json()["connections"][0]["setting_values"][0]["shown"]
             .as_str()
             .unwrap()
@@ -394,5 +453,6 @@ fn connection_string_forms_and_redaction() {
         assert!(shown.contains("(set)"), "{shown}");
         let sh = ws.run(&["connections", "--show-settings"]);
         assert_no_secret(&sh);
+        assert!(!sh.all().contains("x-canary-91"), "{}", sh.all());
     }
 }

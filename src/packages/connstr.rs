@@ -36,6 +36,52 @@ pub struct ConnectionString {
 /// Keys whose values are secrets, compared without case and spaces.
 const SECRET_KEYS: &[&str] = &["password", "pwd", "accountkey", "sharedaccesskey"];
 
+/// libpq's connection keywords (PostgreSQL 17 `libpq-connect` "Parameter Key Words").
+const LIBPQ_KEYS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
+
 fn normalize(key: &str) -> String {
     key.chars()
         .filter(|c| !c.is_whitespace())
@@ -57,8 +103,14 @@ impl ConnectionString {
         {
             return Self::parse_url(scheme, rest);
         }
-        if !t.contains(';')
-            && let Ok(cs) = Self::parse_libpq(t)
+        // libpq only when every keyword is one of libpq's (they are lower case): deciding by the
+        // presence of ';' alone would read `host=h password=a;b` as ADO.NET and put the password
+        // into the plain value of `host`.
+        if let Ok(cs) = Self::parse_libpq(t)
+            && cs
+                .parts
+                .iter()
+                .all(|(k, _)| LIBPQ_KEYS.contains(&k.as_str()))
         {
             return Ok(cs);
         }
@@ -182,28 +234,34 @@ impl ConnectionString {
             }
             String::from_utf8(out).map_err(|_| format!("the {what} is not UTF-8 once decoded"))
         };
-        let (before_query, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q)),
-            None => (rest, None),
+        // The user information ends at the LAST '@': a password written without %-escapes may
+        // hold '/', '?', '#', ':' or '@', and splitting at those first would put pieces of it
+        // into the host or the database name, which are shown. (A '@' in a query parameter
+        // then makes the whole text before it secret: the safe way to be wrong.)
+        let (userinfo, after) = match rest.rsplit_once('@') {
+            Some((u, a)) => (Some(u), a),
+            None => (None, rest),
         };
-        let (authority, path) = match before_query.split_once('/') {
+        let after = after.split_once('#').map_or(after, |(a, _)| a);
+        let (before_query, query) = match after.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (after, None),
+        };
+        let (hostport, path) = match before_query.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (before_query, None),
         };
         let mut parts = Vec::new();
-        let hostport = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => {
-                match userinfo.split_once(':') {
-                    Some((u, pw)) => {
-                        parts.push(Self::part("user", decode(u, "user name")?));
-                        parts.push(Self::part("password", decode(pw, "password")?));
-                    }
-                    None => parts.push(Self::part("user", decode(userinfo, "user name")?)),
+        match userinfo {
+            Some(userinfo) => match userinfo.split_once(':') {
+                Some((u, pw)) => {
+                    parts.push(Self::part("user", decode(u, "user name")?));
+                    parts.push(Self::part("password", decode(pw, "password")?));
                 }
-                hostport
-            }
-            None => authority,
-        };
+                None => parts.push(Self::part("user", decode(userinfo, "user name")?)),
+            },
+            None => {}
+        }
         if !hostport.is_empty() {
             let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
                 match inner.split_once(']') {
@@ -218,6 +276,9 @@ impl ConnectionString {
             };
             parts.push(Self::part("host", decode(host, "host")?));
             if let Some(p) = port.filter(|p| !p.is_empty()) {
+                if !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err("the port after the host is not a number".into());
+                }
                 parts.push(Self::part("port", p.to_string()));
             }
         }
@@ -520,6 +581,43 @@ mod tests {
             cs.redacted(),
             "host=127.0.0.1 port=5432 password=(set) dbname=x"
         );
+        // Unescaped '/', '?', '#', '@', ':' in a URL password stay in the password.
+        for raw in ["p/w", "p?w", "p#w", "p@w", "p:w", "a/b?c#d@e"] {
+            let cs = ConnectionString::parse(&format!(
+                "postgresql://agent:{raw}@db.example:5433/hr?sslmode=require"
+            ))
+            .unwrap();
+            assert!(
+                matches!(cs.get(&["password"]), Some(Part::Secret(s)) if s.expose() == raw),
+                "{raw}"
+            );
+            assert_eq!(
+                cs.redacted(),
+                "postgresql://agent:(set)@db.example:5433/hr?sslmode=require",
+                "{raw}"
+            );
+        }
+        let e = ConnectionString::parse("postgresql://u:pw@h:5x32/db")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("port") && !e.contains("5x32") && !e.contains("pw"),
+            "{e}"
+        );
+        // libpq with ';' in a password (quoted or not) stays libpq.
+        for (text, pw) in [
+            ("host=h password=ab;cd dbname=x", "ab;cd"),
+            ("host=h password='a;b c' dbname=x", "a;b c"),
+            ("host=h user=u password=x;y=z", "x;y=z"),
+        ] {
+            let cs = ConnectionString::parse(text).unwrap();
+            assert_eq!(cs.syntax(), Syntax::Libpq, "{text}");
+            assert!(
+                matches!(cs.get(&["password"]), Some(Part::Secret(s)) if s.expose() == pw),
+                "{text}"
+            );
+            assert!(!cs.redacted().contains(pw), "{}", cs.redacted());
+        }
         // ADO stays ADO, also without ';'.
         let cs = ConnectionString::parse("Data Source=demo/hr.db").unwrap();
         assert_eq!(cs.syntax(), Syntax::Ado);

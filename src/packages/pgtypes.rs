@@ -130,18 +130,60 @@ fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
+/// What decoding needs to know about the session.
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    /// Fraction digits of `money` under the session's `lc_monetary` (2 for C and most locales,
+    /// 0 for e.g. ja_JP): money travels as an integer count of the smallest unit.
+    pub money_digits: u32,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session { money_digits: 2 }
+    }
+}
+
+/// `24:00:00` is a valid PostgreSQL `time` (and `timetz`); chrono has no such time of day.
+const END_OF_DAY_US: i64 = 86_400_000_000;
+
+fn time_text(us: i64) -> Result<Value, String> {
+    if us == END_OF_DAY_US {
+        return Ok(Value::Text("24:00:00".into()));
+    }
+    let t = NaiveTime::from_num_seconds_from_midnight_opt(
+        u32::try_from(us / 1_000_000).map_err(err)?,
+        u32::try_from((us % 1_000_000) * 1000).map_err(err)?,
+    )
+    .ok_or("time out of range")?;
+    Ok(Value::Time(t))
+}
+
 /// Decodes one value of type `ty`. `Err` names what cannot be decoded.
-pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, String> {
+pub fn decode(ty: &Type, raw: Option<&[u8]>, session: Session) -> Result<Value, String> {
     let Some(raw) = raw else {
         return Ok(Value::Null);
     };
     match ty.kind() {
         Kind::Array(elem) => {
             let arr = pt::array_from_sql(raw).map_err(err)?;
+            let mut dims = arr.dimensions();
+            let mut ndims = 0;
+            while fallible_iterator::FallibleIterator::next(&mut dims)
+                .map_err(err)?
+                .is_some()
+            {
+                ndims += 1;
+            }
+            if ndims > 1 {
+                return Err(format!(
+                    "a {ndims}-dimensional array has no export form (a connection table column holds a list of values); unnest it or cast it to text in the query"
+                ));
+            }
             let mut values = Vec::new();
             let mut it = arr.values();
             while let Some(v) = fallible_iterator::FallibleIterator::next(&mut it).map_err(err)? {
-                values.push(decode(elem, v)?);
+                values.push(decode(elem, v, session)?);
             }
             return Ok(Value::Multi(values));
         }
@@ -150,7 +192,7 @@ pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, String> {
                 .map(|s| Value::Text(s.to_string()))
                 .map_err(err);
         }
-        Kind::Domain(inner) => return decode(inner, Some(raw)),
+        Kind::Domain(inner) => return decode(inner, Some(raw), session),
         _ => {}
     }
     let v = match *ty {
@@ -163,10 +205,21 @@ pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, String> {
         Type::FLOAT8 => Value::Float(pt::float8_from_sql(raw).map_err(err)?),
         Type::NUMERIC => Value::Decimal(numeric_text(raw)?),
         Type::MONEY => {
-            let cents = pt::int8_from_sql(raw).map_err(err)?;
-            let sign = if cents < 0 { "-" } else { "" };
-            let abs = cents.unsigned_abs();
-            Value::Decimal(format!("{sign}{}.{:02}", abs / 100, abs % 100))
+            let units = pt::int8_from_sql(raw).map_err(err)?;
+            let sign = if units < 0 { "-" } else { "" };
+            let abs = units.unsigned_abs();
+            let digits = session.money_digits.min(18);
+            if digits == 0 {
+                Value::Decimal(format!("{sign}{abs}"))
+            } else {
+                let scale = 10u64.pow(digits);
+                Value::Decimal(format!(
+                    "{sign}{}.{:0width$}",
+                    abs / scale,
+                    abs % scale,
+                    width = digits as usize
+                ))
+            }
         }
         Type::TEXT
         | Type::VARCHAR
@@ -195,26 +248,18 @@ pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, String> {
                 d => Value::Date(
                     pg_epoch_date()
                         .and_then(|e| e.checked_add_signed(ChronoDuration::days(i64::from(d))))
-                        .ok_or("date out of range")?,
+                        .ok_or("the date is beyond what connagent can write (years -262143 to 262143); cast the column to text in the query")?,
                 ),
             }
         }
-        Type::TIME => {
-            let us = pt::time_from_sql(raw).map_err(err)?;
-            let t = NaiveTime::from_num_seconds_from_midnight_opt(
-                u32::try_from(us / 1_000_000).map_err(err)?,
-                u32::try_from((us % 1_000_000) * 1000).map_err(err)?,
-            )
-            .ok_or("time out of range")?;
-            Value::Time(t)
-        }
+        Type::TIME => time_text(pt::time_from_sql(raw).map_err(err)?)?,
         Type::TIMESTAMP | Type::TIMESTAMPTZ => {
             let us = pt::timestamp_from_sql(raw).map_err(err)?;
             match us {
                 i64::MAX => Value::Text("infinity".into()),
                 i64::MIN => Value::Text("-infinity".into()),
                 us => {
-                    let dt = timestamp(us).ok_or("timestamp out of range")?;
+                    let dt = timestamp(us).ok_or("the timestamp is beyond what connagent can write (years -262143 to 262143); cast the column to text in the query")?;
                     if *ty == Type::TIMESTAMPTZ {
                         Value::DateTimeOffset(dt.and_utc().fixed_offset())
                     } else {
@@ -234,16 +279,11 @@ pub fn decode(ty: &Type, raw: Option<&[u8]>) -> Result<Value, String> {
                     .and_then(|b| b.try_into().ok())
                     .ok_or("truncated timetz")?,
             );
-            let t = NaiveTime::from_num_seconds_from_midnight_opt(
-                u32::try_from(us / 1_000_000).map_err(err)?,
-                u32::try_from((us % 1_000_000) * 1000).map_err(err)?,
-            )
-            .ok_or("time out of range")?;
             // PostgreSQL sends seconds west of UTC; ISO 8601 writes east.
             let east = -zone;
             let sign = if east < 0 { '-' } else { '+' };
             let a = east.unsigned_abs();
-            let base = Value::Time(t).to_text().into_owned();
+            let base = time_text(us)?.to_text().into_owned();
             Value::Text(format!(
                 "{base}{sign}{:02}:{:02}",
                 a / 3600,
@@ -299,8 +339,9 @@ pub fn value_type(ty: &Type) -> (crate::schema::ValueType, bool) {
     let v = match *ty {
         Type::BOOL => V::Bool,
         Type::INT2 => V::Int16,
-        Type::INT4 | Type::OID => V::Int32,
-        Type::INT8 => V::Int64,
+        Type::INT4 => V::Int32,
+        // oid is unsigned 32-bit: values above 2^31 do not fit Int32.
+        Type::INT8 | Type::OID => V::Int64,
         Type::FLOAT4 | Type::FLOAT8 => V::Double,
         Type::DATE | Type::TIMESTAMP | Type::TIMESTAMPTZ => V::DateTime,
         Type::UUID => V::Guid,
@@ -354,6 +395,28 @@ mod tests {
         );
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
         assert!(numeric_text(&[0, 1]).is_err());
+    }
+
+    #[test]
+    fn money_follows_the_session_fraction_digits() {
+        let raw = (-12345i64).to_be_bytes();
+        let text = |digits| match decode(
+            &Type::MONEY,
+            Some(&raw),
+            Session {
+                money_digits: digits,
+            },
+        ) {
+            Ok(Value::Decimal(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(2), "-123.45");
+        assert_eq!(text(0), "-12345");
+        assert_eq!(text(3), "-12.345");
+        let end = END_OF_DAY_US.to_be_bytes();
+        assert!(
+            matches!(decode(&Type::TIME, Some(&end), Session::default()), Ok(Value::Text(t)) if t == "24:00:00")
+        );
     }
 
     #[test]

@@ -300,6 +300,21 @@ async fn connect(conn: &ConnectionRef) -> Result<tokio_postgres::Client, Package
     Ok(client)
 }
 
+/// What decoding needs from the session: money's fraction digits under its `lc_monetary`, read
+/// as the scale of `1::money` cast to numeric.
+async fn session_facts(client: &tokio_postgres::Client) -> Result<pgtypes::Session, PackageError> {
+    let row = client
+        .query_one("SELECT scale((1::money)::numeric)", &[])
+        .await
+        .map_err(|e| pg_error(&e, "reading the session's money format", None, false))?;
+    let digits: i32 = row
+        .try_get(0)
+        .map_err(|e| PackageError::source(format!("reading the session's money format: {e}")))?;
+    Ok(pgtypes::Session {
+        money_digits: u32::try_from(digits).unwrap_or(2),
+    })
+}
+
 fn statement_sql(q: &TableQuery) -> String {
     q.sql(sql::quote_ansi)
         .trim()
@@ -345,8 +360,9 @@ fn glob(pattern: &str, text: &str) -> bool {
 const CATALOG: &str = "
 WITH keys AS (
   SELECT i.indrelid, k.attnum,
-         max(CASE WHEN i.indisprimary THEN 1 WHEN i.indisunique AND i.indnatts = 1 THEN 2 ELSE 0 END) AS key
-  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum)
+         max(CASE WHEN i.indisprimary THEN 1 WHEN i.indisunique AND i.indnkeyatts = 1 THEN 2 ELSE 0 END) AS key
+  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
+  WHERE k.pos <= i.indnkeyatts
   GROUP BY 1, 2)
 SELECT n.nspname::text, c.relname::text, c.relkind::text, a.attname::text,
        format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atttypid::oid, COALESCE(keys.key, 0)::int4
@@ -550,6 +566,7 @@ impl Package for PostgresPackage {
                 .await
                 .map_err(|e| pg_error(&e, "setting the Timeout", None, false))?;
         }
+        let session = session_facts(&client).await?;
         for q in &queries {
             let sql_text = statement_sql(q);
             let stmt = client
@@ -564,7 +581,7 @@ impl Package for PostgresPackage {
             let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
             let mut writer = sink.table(q.name.as_deref(), names.clone())?;
             let copy = client
-                .copy_out(&format!("COPY ({sql_text}) TO STDOUT (FORMAT binary)"))
+                .copy_out(&format!("COPY (\n{sql_text}\n) TO STDOUT (FORMAT binary)"))
                 .await
                 .map_err(|e| pg_error(&e, &q.describe(), timeout, false))?;
             let mut rows = Box::pin(tokio_postgres::binary_copy::BinaryCopyOutStream::new(
@@ -582,7 +599,7 @@ impl Package for PostgresPackage {
                     let raw: Raw = row.try_get(i).map_err(|e| {
                         PackageError::source(format!("{}: row {n}: {e}", q.describe()))
                     })?;
-                    let v: Value = pgtypes::decode(ty, raw.0).map_err(|e| {
+                    let v: Value = pgtypes::decode(ty, raw.0, session).map_err(|e| {
                         PackageError::config(format!(
                             "{}: column {}: {e}",
                             q.describe(),
