@@ -8,7 +8,7 @@ same run, on the same data; writes the figures to BENCHMARKS.md.
   LDAP:       `connagent export` vs paged `ldapsearch` to a file (when slapd is installed and the
               build has the Ldap package).
 
-Each case records wall time, CPU time and peak RSS of each tool (bench/measure.py, os.wait4),
+Each case records wall time, CPU time and peak RSS of each tool (bench/measure.py, under GNU time),
 the ratio connagent / reference, and whether both outputs hold the same values.
 
 Usage: python3 bench/run.py [--narrow 100000,1000000] [--awkward 200000] [--ldap 100000]
