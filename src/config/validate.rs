@@ -847,18 +847,17 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                     Some(settings) => {
                         let mut ok = true;
                         for p in package.check(&settings) {
-                            ok = false;
                             let origin = match p.setting {
                                 Some(s) => tree.origin(&["Connections", key, s]),
                                 None => tree.origin(&["Connections", key]),
                             };
-                            d.push(
-                                Diagnostic::error(
-                                    Some(origin),
-                                    format!("connection {identifier}: {}", p.message),
-                                )
-                                .hint(p.hint),
-                            );
+                            let message = format!("connection {identifier}: {}", p.message);
+                            if p.warning {
+                                d.push(Diagnostic::warning(Some(origin), message).hint(p.hint));
+                            } else {
+                                ok = false;
+                                d.push(Diagnostic::error(Some(origin), message).hint(p.hint));
+                            }
                         }
                         for (setting, path) in package.source_paths(&settings) {
                             if let Some(msg) = outside_roots(&path, &sources_root_paths) {

@@ -691,7 +691,11 @@ impl AgentServiceImpl {
                 missing.join(", ")
             )));
         }
-        let problems = package.check(&settings);
+        let problems: Vec<_> = package
+            .check(&settings)
+            .into_iter()
+            .filter(|p| !p.warning)
+            .collect();
         if !problems.is_empty() {
             let text = problems
                 .iter()

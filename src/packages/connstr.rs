@@ -252,15 +252,14 @@ impl ConnectionString {
             None => (before_query, None),
         };
         let mut parts = Vec::new();
-        match userinfo {
-            Some(userinfo) => match userinfo.split_once(':') {
+        if let Some(userinfo) = userinfo {
+            match userinfo.split_once(':') {
                 Some((u, pw)) => {
                     parts.push(Self::part("user", decode(u, "user name")?));
                     parts.push(Self::part("password", decode(pw, "password")?));
                 }
                 None => parts.push(Self::part("user", decode(userinfo, "user name")?)),
-            },
-            None => {}
+            }
         }
         if !hostport.is_empty() {
             let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {

@@ -14,6 +14,7 @@ pub mod sink;
 pub mod spec;
 pub mod sql;
 pub mod sqlite;
+pub mod sqlserver;
 pub mod value;
 
 use crate::ident::Ident;
@@ -61,9 +62,24 @@ pub struct Problem {
     pub setting: Option<&'static str>,
     pub message: String,
     pub hint: String,
+    /// A note, not an error: the connection stays usable (e.g. a keyword that is accepted and
+    /// ignored). Validation shows it as a warning.
+    pub warning: bool,
 }
 
 impl Problem {
+    /// A note that does not make the settings invalid.
+    pub fn note(
+        setting: Option<&'static str>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Problem {
+            warning: true,
+            ..Problem::new(setting, message, hint)
+        }
+    }
+
     pub fn new(
         setting: Option<&'static str>,
         message: impl Into<String>,
@@ -73,6 +89,7 @@ impl Problem {
             setting,
             message: message.into(),
             hint: hint.into(),
+            warning: false,
         }
     }
 }
@@ -204,6 +221,8 @@ impl Registry {
                 Arc::new(sqlite::SqlitePackage),
                 Arc::new(postgres::PostgresPackage),
                 Arc::new(ldap::LdapPackage),
+                Arc::new(sqlserver::SqlServerPackage),
+                Arc::new(sqlserver::entitlements::SqlServerEntitlementsPackage),
             ],
         }
     }

@@ -323,40 +323,6 @@ fn statement_sql(q: &TableQuery) -> String {
         .to_string()
 }
 
-fn table_name(id: &str, q: &TableQuery) -> String {
-    match &q.name {
-        None => id.to_string(),
-        Some(n) => format!("{id}_{n}"),
-    }
-}
-
-/// Glob match with `*` and `?`, ignoring case.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
-    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None, 0usize);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
 const CATALOG: &str = "
 WITH keys AS (
   SELECT i.indrelid, k.attnum,
@@ -418,7 +384,7 @@ impl Package for PostgresPackage {
                 .map_err(|e| pg_error(&e, &q.describe(), None, true))?;
             checks.push(format!(
                 "{}: {} compiles",
-                table_name(conn.identifier.as_str(), &q),
+                sql::table_name(conn.identifier.as_str(), &q),
                 q.describe()
             ));
         }
@@ -451,10 +417,10 @@ impl Package for PostgresPackage {
             keys.entry((nsp.clone(), rel.clone()))
                 .or_default()
                 .push((att.clone(), key));
-            if !schemas.is_empty() && !schemas.iter().any(|p| glob(p, &nsp)) {
+            if !schemas.is_empty() && !schemas.iter().any(|p| sql::glob(p, &nsp)) {
                 continue;
             }
-            if !tables.is_empty() && !tables.iter().any(|p| glob(p, &rel)) {
+            if !tables.is_empty() && !tables.iter().any(|p| sql::glob(p, &rel)) {
                 continue;
             }
             let name = format!("{nsp}.{rel}");
@@ -501,7 +467,7 @@ impl Package for PostgresPackage {
                 QuerySource::Sql(_) => Vec::new(),
             };
             out.push(SchemaTable {
-                name: table_name(id, &q),
+                name: sql::table_name(id, &q),
                 source: q.describe(),
                 columns: stmt
                     .columns()
@@ -614,20 +580,5 @@ impl Package for PostgresPackage {
         }
         let _ = client.batch_execute("COMMIT").await;
         Ok(ExportOutcome::Exported)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob("hr_*", "HR_People"));
-        assert!(glob("p?ople", "people"));
-        assert!(!glob("hr_*", "payroll"));
-        assert!(glob("*", "x"));
-        assert!(glob("a*b*c", "aXXbYYc"));
-        assert!(!glob("a*b*c", "aXXbYY"));
     }
 }

@@ -81,6 +81,41 @@ impl TableQuery {
     }
 }
 
+/// The connection table of a query: `<id>` or `<id>_<name>`.
+pub fn table_name(id: &str, q: &TableQuery) -> String {
+    match &q.name {
+        None => id.to_string(),
+        Some(n) => format!("{id}_{n}"),
+    }
+}
+
+/// Glob match with `*` and `?`, ignoring case.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
 /// `"name"` with inner quotes doubled (ANSI SQL identifier quoting).
 pub fn quote_ansi(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -217,4 +252,19 @@ pub fn table_queries(settings: &Settings) -> Result<Vec<TableQuery>, PackageErro
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("hr_*", "HR_People"));
+        assert!(glob("p?ople", "people"));
+        assert!(!glob("hr_*", "payroll"));
+        assert!(glob("*", "x"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXbYY"));
+    }
 }
