@@ -1,5 +1,21 @@
 //! The command line: argument parsing and printing. Business rules live in the library modules.
 
+/// `println!` and `eprintln!` panic when their stream is closed (`connagent connections | head -1`,
+/// a daemon whose journal or parent went away), and a panic in the daemon's stop task would leave
+/// it unable to stop. These write and let a failed write go.
+macro_rules! out_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! err_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 use crate::config::{self, Diagnostics, LoadOptions, Loaded, SettingsState, Severity, Snapshot};
 use crate::export::{self, RunOutcome, RunReport, Target, sink::Progress};
 use crate::packages::{ConnectionRef, Registry};
@@ -114,6 +130,7 @@ pub struct ExportArgs {
 }
 
 pub fn main() -> ExitCode {
+    crate::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -131,7 +148,7 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err_line!("error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -151,6 +168,8 @@ fn init_logging(json: bool, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // The default reports a failed write with eprintln!, which panics on a closed stderr.
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder.json().try_init()
@@ -171,7 +190,7 @@ fn print_diagnostics(d: &Diagnostics, warnings: bool) {
         d.0.iter()
             .filter(|x| warnings || x.severity == Severity::Error)
     {
-        eprintln!("{diag}");
+        err_line!("{diag}");
     }
 }
 
@@ -191,7 +210,7 @@ fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded,
     match config::load(&opts, registry) {
         Err(d) => {
             if cli.json {
-                println!("{}", json!({"valid": false, "diagnostics": d}));
+                out_line!("{}", json!({"valid": false, "diagnostics": d}));
             }
             print_diagnostics(&d, true);
             Err(EXIT_CONFIG)
@@ -199,13 +218,13 @@ fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded,
         Ok(loaded) => {
             if loaded.diagnostics.has_errors() && !tolerate_errors {
                 if cli.json {
-                    println!(
+                    out_line!(
                         "{}",
                         json!({"valid": false, "diagnostics": loaded.diagnostics})
                     );
                 }
                 print_diagnostics(&loaded.diagnostics, false);
-                eprintln!(
+                err_line!(
                     "configuration invalid ({}); nothing was run. `connagent validate` lists the warnings too.",
                     count_line(&loaded.diagnostics)
                 );
@@ -213,7 +232,7 @@ fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded,
             }
             let w = loaded.diagnostics.warnings().count();
             if w > 0 && !tolerate_errors {
-                eprintln!(
+                err_line!(
                     "note: the configuration has {w} warning{}; `connagent validate` shows them",
                     plural(w)
                 );
@@ -237,7 +256,7 @@ pub async fn run(cli: Cli) -> u8 {
             match crate::grpc::dev_control_plane::serve(*listen, token.clone()).await {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    err_line!("error: {e}");
                     EXIT_FAILED
                 }
             }
@@ -270,7 +289,7 @@ fn validate(cli: &Cli, registry: &Registry) -> u8 {
     let s = &loaded.snapshot;
     let valid = !d.has_errors();
     if cli.json {
-        println!(
+        out_line!(
             "{}",
             json!({"valid": valid, "summary": summary_json(s), "diagnostics": d})
         );
@@ -278,40 +297,40 @@ fn validate(cli: &Cli, registry: &Registry) -> u8 {
         print_diagnostics(d, true);
     }
     if !valid {
-        eprintln!("configuration invalid: {}", count_line(d));
+        err_line!("configuration invalid: {}", count_line(d));
         return EXIT_CONFIG;
     }
     if !cli.json {
         let skipped: usize = s.skipped.values().sum();
-        println!("configuration valid: {}", s.settings_file.display());
-        println!("  agent:       {}", s.agent);
-        println!(
+        out_line!("configuration valid: {}", s.settings_file.display());
+        out_line!("  agent:       {}", s.agent);
+        out_line!(
             "  xml files:   {} under {}",
             s.xml_files.len(),
             s.xml_folder.display()
         );
-        println!("  connectors:  {}", s.connectors.len());
-        println!(
+        out_line!("  connectors:  {}", s.connectors.len());
+        out_line!(
             "  connections: {} ({} served here)",
             s.connections.len(),
             s.connections.iter().filter(|c| c.served).count()
         );
-        println!("  export tasks: {}", s.export_tasks.len());
-        println!("  jobs:        {}", s.jobs.len());
-        println!(
+        out_line!("  export tasks: {}", s.export_tasks.len());
+        out_line!("  jobs:        {}", s.jobs.len());
+        out_line!(
             "  mappings:    {} entity type, {} association",
             s.entity_type_mappings.len(),
             s.association_mappings.len()
         );
         if skipped > 0 {
             let parts: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!(
+            out_line!(
                 "  skipped:     {skipped} elements not used by the agent ({})",
                 parts.join(", ")
             );
         }
         if d.warnings().count() > 0 {
-            println!("  warnings:    {}", d.warnings().count());
+            out_line!("  warnings:    {}", d.warnings().count());
         }
     }
     EXIT_OK
@@ -326,7 +345,7 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
     if let Some(cat) = &args.category
         && !["database", "file", "directory"].contains(&cat.to_ascii_lowercase().as_str())
     {
-        eprintln!("error: unknown category {cat:?}; use Database, File or Directory");
+        err_line!("error: unknown category {cat:?}; use Database, File or Directory");
         return EXIT_USAGE;
     }
     let times = crate::runtime::state::read_times(&s.work_folder);
@@ -377,7 +396,7 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
                 })
             })
             .collect();
-        println!(
+        out_line!(
             "{}",
             json!({"connections": items, "configuration_errors": loaded.diagnostics.errors().count()})
         );
@@ -428,24 +447,24 @@ fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
         if args.show_settings {
             for c in &list {
                 if let SettingsState::Ok(st) = &c.settings {
-                    println!("\n{} ({})", c.identifier, c.package_id());
+                    out_line!("\n{} ({})", c.identifier, c.package_id());
                     for sh in st
                         .shown()
                         .iter()
                         .filter(|x| x.is_set || x.is_default || x.secured)
                     {
                         let note = if sh.is_default { " (default)" } else { "" };
-                        println!("  {:<22} {}{note}", sh.name, sh.shown);
+                        out_line!("  {:<22} {}{note}", sh.name, sh.shown);
                     }
                 }
             }
         }
         if list.is_empty() {
-            println!("(no connection matches)");
+            out_line!("(no connection matches)");
         }
     }
     if loaded.diagnostics.has_errors() {
-        eprintln!(
+        err_line!(
             "the configuration is invalid ({}): run `connagent validate`",
             count_line(&loaded.diagnostics)
         );
@@ -467,7 +486,7 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
             .enumerate()
             .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out_line!("{}", line.join("  ").trim_end());
     }
 }
 
@@ -520,7 +539,7 @@ async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     let (cref, package) = match connection_ref(&loaded.snapshot, id) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             return EXIT_FAILED;
         }
     };
@@ -528,14 +547,14 @@ async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     match package.test(&cref).await {
         Ok(report) => {
             if cli.json {
-                println!(
+                out_line!(
                     "{}",
                     json!({"connection": cref.identifier, "ok": true, "checks": report.checks})
                 );
             } else {
-                println!("connection {}: ok", cref.identifier);
+                out_line!("connection {}: ok", cref.identifier);
                 for c in &report.checks {
-                    println!("  {}", redactor.redact(c));
+                    out_line!("  {}", redactor.redact(c));
                 }
             }
             EXIT_OK
@@ -543,14 +562,15 @@ async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
         Err(e) => {
             let msg = redactor.redact(&e.message);
             if cli.json {
-                println!(
+                out_line!(
                     "{}",
                     json!({"connection": cref.identifier, "ok": false, "class": e.class, "error": msg})
                 );
             }
-            eprintln!(
+            err_line!(
                 "connection {}: test failed ({:?}): {msg}",
-                cref.identifier, e.class
+                cref.identifier,
+                e.class
             );
             EXIT_FAILED
         }
@@ -566,7 +586,7 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     let (cref, package) = match connection_ref(s, id) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             return EXIT_FAILED;
         }
     };
@@ -579,7 +599,7 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
             x
         }
         Err(e) => {
-            eprintln!(
+            err_line!(
                 "connection {}: schema discovery failed ({:?}): {}",
                 cref.identifier,
                 e.class,
@@ -596,12 +616,12 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     state.failure = None;
     let stored = store.save(&state);
     if cli.json {
-        println!(
+        out_line!(
             "{}",
             json!({"schema": schema, "stored": stored.as_ref().ok()})
         );
     } else {
-        println!(
+        out_line!(
             "connection {} ({}): {} table{}",
             schema.connection,
             schema.package,
@@ -609,14 +629,14 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
             plural(schema.tables.len())
         );
         for t in &schema.tables {
-            println!("\n{}  <- {}", t.name, redactor.redact(&t.source));
+            out_line!("\n{}  <- {}", t.name, redactor.redact(&t.source));
             for c in &t.columns {
                 let key = match c.key_type {
                     crate::schema::KeyType::Primary => "primary key",
                     crate::schema::KeyType::Unique => "unique key",
                     crate::schema::KeyType::None => "",
                 };
-                println!(
+                out_line!(
                     "  {:<28} {:<9} {:<12} {}",
                     c.name,
                     format!("{:?}", c.value_type),
@@ -629,12 +649,12 @@ async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     match stored {
         Ok(p) => {
             if !cli.json {
-                println!("\nstored in {}", p.display());
+                out_line!("\nstored in {}", p.display());
             }
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             EXIT_FAILED
         }
     }
@@ -670,9 +690,9 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
         Ok(r) => r,
         Err(e) => {
             if cli.json {
-                println!("{}", json!({"error": e.message}));
+                out_line!("{}", json!({"error": e.message}));
             }
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             return EXIT_FAILED;
         }
     };
@@ -681,13 +701,13 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
+                err_line!(
                     "\ninterrupted: cancelling the export (previous files are kept); interrupt again to quit at once"
                 );
                 cancel.cancel();
             }
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
+                err_line!(
                     "quitting now: a partial file may remain; it is removed at the connection's next export"
                 );
                 std::process::exit(i32::from(EXIT_FAILED));
@@ -728,7 +748,7 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
         code = EXIT_FAILED;
     }
     if cli.json {
-        println!(
+        out_line!(
             "{}",
             json!({"runs": reports, "cancelled": cancel.is_cancelled()})
         );
@@ -743,14 +763,14 @@ fn print_report(r: &RunReport, continue_on_error: bool) {
     };
     match &r.outcome {
         RunOutcome::Published { tables } => {
-            println!(
+            out_line!(
                 "{what}: published {} table{} in {:.2} s",
                 tables.len(),
                 plural(tables.len()),
                 r.duration.as_secs_f64()
             );
             for t in tables {
-                println!(
+                out_line!(
                     "  {:<32} {:>10} rows  {:>10}  {:>7.2} s  {}",
                     t.file,
                     t.rows,
@@ -760,7 +780,7 @@ fn print_report(r: &RunReport, continue_on_error: bool) {
                 );
             }
         }
-        RunOutcome::NotRun { reason } => println!("{what}: not run: {reason}"),
+        RunOutcome::NotRun { reason } => out_line!("{what}: not run: {reason}"),
         RunOutcome::Failed {
             class,
             message,
@@ -783,7 +803,7 @@ fn print_report(r: &RunReport, continue_on_error: bool) {
                         .join(", ")
                 )
             };
-            eprintln!("{what}: failed ({class:?}){tail}: {message}\n  {files}");
+            err_line!("{what}: failed ({class:?}){tail}: {message}\n  {files}");
         }
     }
 }
@@ -854,7 +874,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     let (mut stop_signals, mut hup) = match (StopSignals::new(), signal(SignalKind::hangup())) {
         (Ok(s), Ok(h)) => (s, h),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: cannot handle signals: {e}");
+            err_line!("error: cannot handle signals: {e}");
             return EXIT_FAILED;
         }
     };
@@ -865,7 +885,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     let settings = loaded.snapshot.daemon.clone();
     init_logging(settings.log_json, &settings.log_level);
     if let Err(e) = server::check_security(&loaded.snapshot.grpc) {
-        eprintln!("error: {e}");
+        err_line!("error: {e}");
         return EXIT_CONFIG;
     }
     let grpc_settings = loaded.snapshot.grpc.clone();
@@ -879,7 +899,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     if let Some(cp) = snapshot.control_plane.clone() {
         let client = ControlPlaneClient::new(&snapshot.work_folder, cp);
         if let Err(e) = client.start(rt.clone()) {
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             return EXIT_CONFIG;
         }
         rt.set_report_sink(client.clone());
@@ -894,7 +914,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     let bound = match server::bind(&grpc_settings).await {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             return EXIT_FAILED;
         }
     };
@@ -904,12 +924,12 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
         "http"
     };
     if cli.json {
-        println!(
+        out_line!(
             "{}",
             json!({"listening": bound.addr.to_string(), "tls": grpc_settings.tls.is_some()})
         );
     } else {
-        println!(
+        out_line!(
             "connagent {}: agent {} serving gRPC on {scheme}://{}",
             env!("CARGO_PKG_VERSION"),
             snapshot.agent,
@@ -990,7 +1010,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
                         break;
                     }
                     _ = stop_signals.next() => {
-                        eprintln!("stopping now (second signal); partial files are removed at the next start");
+                        err_line!("stopping now (second signal); partial files are removed at the next start");
                         std::process::exit(i32::from(EXIT_FAILED));
                     }
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -999,7 +1019,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
             rt.runs.cancel_all();
             rt.shutdown.cancel();
             stop_signals.next().await;
-            eprintln!("stopping now (second signal); partial files are removed at the next start");
+            err_line!("stopping now (second signal); partial files are removed at the next start");
             std::process::exit(i32::from(EXIT_FAILED));
         });
     }
@@ -1037,7 +1057,7 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("error: {e}");
+            err_line!("error: {e}");
             EXIT_FAILED
         }
     }

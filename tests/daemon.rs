@@ -755,3 +755,38 @@ async fn a_run_that_ends_within_the_grace_period_is_published_and_json_logs() {
         "{people}"
     );
 }
+
+/// A daemon whose stdout and stderr readers are gone (its parent died, the journal restarted)
+/// still stops on SIGTERM: writing to a closed stream must not panic the stop sequence.
+#[test]
+fn sigterm_stops_the_agent_after_its_output_streams_closed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let ws = workspace();
+    let mut child = ws
+        .command(&["--json", "run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("listening"), "{first}");
+    // Both readers go away (the stdout reader went with the BufReader above).
+    drop(child.stderr.take());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent did not stop within 60 s of SIGTERM once its output was closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}

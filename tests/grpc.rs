@@ -842,6 +842,13 @@ async fn tls_client(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_mutual_tls() {
+    // Every step has a deadline so that a stalled handshake fails the test with its name
+    // instead of hanging the suite.
+    async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer within 30 s"))
+    }
     let ws = agent_workspace(json!({}));
     make_pki(&ws);
     let mut s: Value =
@@ -849,19 +856,26 @@ async fn tls_and_mutual_tls() {
     s["Grpc"]["Tls"] = json!({"CertificateFile": "pki/server.pem", "KeyFile": "pki/server.key"});
     ws.settings(s.clone());
     let agent = serve(&ws);
-    let mut c = tls_client(&ws, &agent.addr(), false)
+    let mut c = step("tls connect", tls_client(&ws, &agent.addr(), false))
         .await
         .expect("tls connect");
-    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
-        .await
-        .unwrap();
-    // Plain text is refused by a TLS listener.
-    let mut plain = client(&agent.addr()).await;
-    assert!(
+    step(
+        "status over tls",
+        c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN)),
+    )
+    .await
+    .unwrap();
+    // Plain text is refused by a TLS listener (an error, or no answer at all).
+    let plain = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut plain = client(&agent.addr()).await;
         plain
             .get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
             .await
-            .is_err()
+    })
+    .await;
+    assert!(
+        !matches!(plain, Ok(Ok(_))),
+        "a plain-text client got an answer"
     );
     drop(agent);
 
@@ -869,20 +883,29 @@ async fn tls_and_mutual_tls() {
     s["Grpc"]["Tls"]["ClientCaFile"] = json!("pki/ca.pem");
     ws.settings(s);
     let agent = serve(&ws);
-    let mut c = tls_client(&ws, &agent.addr(), true)
+    let mut c = step("mtls connect", tls_client(&ws, &agent.addr(), true))
         .await
         .expect("mtls connect");
-    c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
-        .await
-        .unwrap();
-    let refused = match tls_client(&ws, &agent.addr(), false).await {
-        Err(_) => true,
-        Ok(mut c) => c
-            .get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
-            .await
-            .is_err(),
-    };
-    assert!(refused, "a client without a certificate got in");
+    step(
+        "status over mtls",
+        c.get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN)),
+    )
+    .await
+    .unwrap();
+    let without_certificate = tokio::time::timeout(Duration::from_secs(10), async {
+        match tls_client(&ws, &agent.addr(), false).await {
+            Err(_) => false,
+            Ok(mut c) => c
+                .get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+                .await
+                .is_ok(),
+        }
+    })
+    .await;
+    assert!(
+        !matches!(without_certificate, Ok(true)),
+        "a client without a certificate got in"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

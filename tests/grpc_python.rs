@@ -5,8 +5,6 @@
 mod support;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use support::*;
 
 fn python() -> std::path::PathBuf {
@@ -31,29 +29,19 @@ fn python_grpcio_client_drives_the_agent() {
         "Connections": {"People": {"Path": "in/people.csv"}}
     }));
     ws.xml("c.xml", &format!("{}\n<Connection Identifier=\"People\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>", connector_xml()));
-    let mut agent = ws
-        .command(&["--json", "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = serde_json::from_str::<serde_json::Value>(&first).unwrap()["listening"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let out = std::process::Command::new(python())
+    // The interpreter is checked first, and the agent is a `Proc` (killed when dropped), so that
+    // a failure here never leaves an agent running.
+    let python = python();
+    let agent = support::agent::Proc::start(ws.command(&["--json", "serve"]));
+    let addr = agent.addr();
+    let out = std::process::Command::new(python)
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpc_client.py"))
         .arg(&addr)
         .arg(token)
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto"))
         .output()
         .unwrap();
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert!(
         out.status.success(),
         "python client failed:\n{}",

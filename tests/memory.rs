@@ -7,44 +7,6 @@ use serde_json::json;
 use std::io::Write;
 use support::*;
 
-/// Runs the binary to completion under GNU time and returns its peak resident set size in KiB.
-///
-/// Not wait4's rusage of a child spawned from here: std spawns with vfork semantics, and the
-/// kernel then carries this test process's own high-water mark over to the child at exec, so
-/// every figure would be at least the test binary's size. GNU time forks (a copy of its own small
-/// image), so its `%M` is the agent's peak give or take a few hundred KiB.
-fn peak_rss_kib(ws: &Workspace, args: &[&str]) -> i64 {
-    let inner = ws.command(args);
-    let report = ws.path("peak-rss.txt");
-    let mut cmd = std::process::Command::new("/usr/bin/time");
-    cmd.arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&report)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    if let Some(dir) = inner.get_current_dir() {
-        cmd.current_dir(dir);
-    }
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let st = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .stdin(std::process::Stdio::null())
-        .status()
-        .expect("/usr/bin/time (Debian package `time`) runs");
-    assert_eq!(st.code(), Some(0), "export failed: {st:?}");
-    let text = std::fs::read_to_string(&report).unwrap();
-    text.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("GNU time wrote {text:?}: {e}"))
-}
-
 fn sqlite_workspace(rows: u64) -> Workspace {
     let ws = Workspace::new();
     rusqlite::Connection::open(ws.path("gen.db"))

@@ -851,7 +851,13 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
                                 Some(s) => tree.origin(&["Connections", key, s]),
                                 None => tree.origin(&["Connections", key]),
                             };
-                            let message = format!("connection {identifier}: {}", p.message);
+                            // The setting is named unless the message names it already.
+                            let message = match p.setting {
+                                Some(s) if !p.message.contains(s) => {
+                                    format!("connection {identifier}, setting {s}: {}", p.message)
+                                }
+                                _ => format!("connection {identifier}: {}", p.message),
+                            };
                             if p.warning {
                                 d.push(Diagnostic::warning(Some(origin), message).hint(p.hint));
                             } else {

@@ -137,6 +137,7 @@ impl ControlPlaneClient {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         if s.url.starts_with("https://") {
+            crate::install_crypto_provider();
             let mut tls = ClientTlsConfig::new();
             tls = match &s.ca_file {
                 Some(ca) => tls.ca_certificate(Certificate::from_pem(Self::read_file(ca)?)),

@@ -50,6 +50,7 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
 }
 
 pub fn tls_config(t: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
+    crate::install_crypto_provider();
     let identity = Identity::from_pem(read(&t.certificate)?, read(&t.key)?);
     let mut cfg = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &t.client_ca {

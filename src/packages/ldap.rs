@@ -3,18 +3,37 @@
 //!
 //! * `<id>_entries.csv`: `dn`, `parentdn`, then one column per attribute: the `Attributes`
 //!   setting in its order; when it is empty, the `ConnectionColumn`s of the EntityTypeMappings
-//!   whose ConnectionTable is `<id>_entries`; when there are none, the sorted union of the
-//!   attribute names that the matched entries carry. That union needs a first paged pass over the
-//!   same search, which keeps only the names (never the entries), before the export pass.
+//!   whose ConnectionTable is `<id>_entries`; when there are none, the attributes that the object
+//!   classes of the matched entries allow in the subschema (MUST and MAY, superclasses included),
+//!   sorted by name ignoring case, without operational, obsolete and password attributes
+//!   ([`PASSWORD_ATTRIBUTES`]). Those classes come from a first paged pass over the same search
+//!   that reads only `objectClass`; without a readable subschema that fallback fails and names
+//!   the fix (set `Attributes`). Discovery lists the same columns.
 //! * `<id>_<attr>.csv` for each link table (`member`, `manager`, ...): `dn`, `<attr>`, one row
 //!   per value, read from the entries that the table's own BaseDN/Filter/Scope match.
 //!
+//! Attribute names: a column asked for by an alias or an OID (`commonName`, `2.5.4.3`) gets the
+//! values the server returns under its own name (`cn`): returned descriptions are matched to
+//! columns through the subschema (names, aliases and OID, ignoring case; `;binary` and `;range=`
+//! left out, other options kept). Without a readable subschema, names must match (ignoring case).
+//!
 //! Values: a multi-valued attribute is one field with its values joined by `\n` (the sink's rule
-//! for [`Value::Multi`]); binary attributes are base64 ([`Value::Bytes`]). An attribute is binary
-//! when it was asked for with `;binary`, when its name is a well-known binary one (`objectGUID`,
-//! `jpegPhoto`, `userCertificate`, ...), when the subschema gives it an octet-string-like syntax,
-//! or, entry by entry, when one of its values is not UTF-8. Ranged values (Active Directory's
-//! `member;range=0-1499`) are completed with base-scope searches of the entry.
+//! for [`Value::Multi`]). Whether a column is binary (base64, [`Value::Bytes`]) is decided once
+//! per column, never per value: when it was asked for with `;binary`, when its name is a
+//! well-known binary one (`objectGUID`, `jpegPhoto`, `userCertificate`, ...), or when the
+//! subschema gives it a binary syntax ([`BINARY_SYNTAXES`], or one the server's `ldapSyntaxes`
+//! marks `X-NOT-HUMAN-READABLE`/`X-BINARY-TRANSFER-REQUIRED`). A value that is not UTF-8 in a
+//! text column fails the export (strict text) with the entry, the attribute and the fix
+//! (`;binary`). Ranged values (Active Directory's `member;range=0-1499`) are completed with
+//! base-scope searches of the entry; a follow-up answer without the range asked for, or with a
+//! malformed one, fails the export rather than publish part of the values.
+//!
+//! Paging: each page is a search with the paged-results control (RFC 2696) and the cookie of
+//! the previous page, driven here rather than by ldap3's adapter so that every page's result
+//! code is checked (a size-limit, time-limit or admin-limit answer on any page fails the export,
+//! nothing is silently cut short), a malformed control is an error instead of a panic, and a
+//! server that keeps answering with no entries (the same cookie back [`MAX_STALLED_PAGES`] times,
+//! or [`MAX_EMPTY_PAGES`] empty pages in a row) stops the export instead of looping.
 //!
 //! Servers are tried in order until one connects and binds (failover). Rows are streamed into
 //! the sink as entries arrive; at most one entry (with all its values) is held at a time.
@@ -22,6 +41,10 @@
 //! Secrets: the bind password is the secured top-level `Password` setting. A `Password` written
 //! inside a `Servers` item is parsed into a [`Secret`] at once, never shown, and refused by
 //! [`Package::check`], because a structured setting is not redacted like a secured one.
+//!
+//! TLS (LDAPS, StartTLS) verifies the server's certificate and host name (or IP address) against
+//! the system's root certificates; when `SSL_CERT_FILE` or `SSL_CERT_DIR` is set in the agent's
+//! environment, against the certificates found there instead (how a private CA is trusted).
 //!
 //! Dependency: ldap3 0.12 with `default-features = false, features = ["tls-rustls-ring"]`: the
 //! async API only, and TLS through rustls 0.23 with ring (the same rustls and ring as the rest of
@@ -37,11 +60,12 @@ use crate::schema::{KeyType, Schema, SchemaColumn, SchemaTable, ValueType};
 use crate::secret::{Redactor, Secret};
 use async_trait::async_trait;
 use chrono::Utc;
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::adapters::EntriesOnly;
 use ldap3::asn1::{PL, StructureTag, TagClass};
+use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, SearchOptions};
 use serde_json::Value as J;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -84,7 +108,7 @@ const SETTINGS: &[SettingSpec] = &[
         default: None,
         required: false,
         secured: false,
-        description: "Attributes exported as columns of the entries table, in this order; \";binary\" may be appended and is left out of the column name. When empty, every user attribute the matched entries carry is exported, in name order (a first paged pass over the same search collects the names).",
+        description: "Attributes exported as columns of the entries table, in this order, by name, alias or OID; \";binary\" may be appended (export as base64) and is left out of the column name. When empty (and no EntityTypeMapping reads the entries table), the columns are the attributes that the object classes of the matched entries allow in the subschema (MUST and MAY), in name order, without operational, obsolete and password attributes (a first paged pass reads the entries' objectClass values).",
     },
     SettingSpec {
         name: "PageSize",
@@ -102,7 +126,7 @@ const SETTINGS: &[SettingSpec] = &[
         default: Some("0"),
         required: false,
         secured: false,
-        description: "Most entries one table may read; reaching it fails the export. 0: no limit asked by the agent (the server's own limits still apply).",
+        description: "Most entries one table may read; a table with more fails the export (nothing is published). The server is asked for the same limit, over all the pages of a search. 0: no limit asked by the agent (the server's own limits still apply).",
     },
     SettingSpec {
         name: "TimeLimit",
@@ -141,6 +165,14 @@ const MAX_PAGE_SIZE: i64 = 100_000;
 const MAX_SECONDS: i64 = 7 * 24 * 3600;
 /// Ranged retrieval rounds for one attribute of one entry: 100 000 ranges of 1 500 values.
 const MAX_RANGE_ROUNDS: usize = 100_000;
+/// Pages in a row that bring no entry and the very cookie they were asked with: the server makes
+/// no progress, and asking again would loop forever.
+const MAX_STALLED_PAGES: u32 = 3;
+/// Pages in a row that bring no entry, whatever their cookies. Servers may answer a page with no
+/// entry when a filter matches few of many entries (Active Directory), but not without end.
+const MAX_EMPTY_PAGES: u32 = 1_000;
+/// Distinct object classes the first pass of the schema-based columns keeps (memory bound).
+const MAX_OBJECT_CLASSES: usize = 10_000;
 /// Root DSE attributes read by every connection (`test` reports them).
 const ROOT_DSE_ATTRS: &[&str] = &[
     "namingContexts",
@@ -192,15 +224,34 @@ const KNOWN_BINARY: &[&str] = &[
 ];
 
 /// LDAP syntaxes whose values are bytes, not text: Audio (.4), Binary (.5), Certificate (.8),
-/// Certificate List (.9), Certificate Pair (.10), JPEG (.28), Octet String (.40).
+/// Certificate List (.9), Certificate Pair (.10), Fax (.23), JPEG (.28), Octet String (.40),
+/// Supported Algorithm (.49), and Active Directory's NT security descriptor (…4.907).
 const BINARY_SYNTAXES: &[&str] = &[
     "1.3.6.1.4.1.1466.115.121.1.4",
     "1.3.6.1.4.1.1466.115.121.1.5",
     "1.3.6.1.4.1.1466.115.121.1.8",
     "1.3.6.1.4.1.1466.115.121.1.9",
     "1.3.6.1.4.1.1466.115.121.1.10",
+    "1.3.6.1.4.1.1466.115.121.1.23",
     "1.3.6.1.4.1.1466.115.121.1.28",
     "1.3.6.1.4.1.1466.115.121.1.40",
+    "1.3.6.1.4.1.1466.115.121.1.49",
+    "1.2.840.113556.1.4.907",
+];
+
+/// Attributes holding passwords or their hashes (lower case): never a column of the
+/// schema-based fallback (list them in `Attributes` to export them anyway).
+const PASSWORD_ATTRIBUTES: &[&str] = &[
+    "authpassword",
+    "dbcspwd",
+    "lmpwdhistory",
+    "ntpwdhistory",
+    "sambalmpassword",
+    "sambantpassword",
+    "sambapasswordhistory",
+    "supplementalcredentials",
+    "unicodepwd",
+    "userpassword",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -288,11 +339,13 @@ impl TableConfig {
 struct Column {
     /// The CSV header: the attribute description without `;binary` / `;range=`.
     name: String,
-    /// `name` in lower case: how returned attribute descriptions are matched to the column.
+    /// `name` in lower case: how `Attributes` is checked for repeated names. (Returned
+    /// attribute descriptions find their column through [`Subschema::key`], by OID.)
     key: String,
-    /// What the search asks for (`userCertificate;binary`).
+    /// What the search asks for (`userCertificate;binary`, `2.5.4.3`).
     request: String,
-    /// Always written as bytes (base64).
+    /// Written as bytes (base64), every value of every row: from the name until the export
+    /// knows the subschema, then [`Subschema::is_binary`].
     binary: bool,
 }
 
@@ -1070,27 +1123,31 @@ fn parent_dn(dn: &str) -> Option<&str> {
     None
 }
 
-/// One value: text when allowed and UTF-8, else bytes.
-fn value_of(v: Vec<u8>, binary: bool) -> Value {
+/// A value that is not UTF-8 in a text column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NotText;
+
+/// One value in its column's form: bytes when the column is binary, else text, which must be
+/// UTF-8 (never replaced, never switched to bytes for this value alone).
+fn value_of(v: Vec<u8>, binary: bool) -> Result<Value, NotText> {
     if binary {
-        return Value::Bytes(v);
+        return Ok(Value::Bytes(v));
     }
-    match String::from_utf8(v) {
-        Ok(s) => Value::Text(s),
-        Err(e) => Value::Bytes(e.into_bytes()),
-    }
+    String::from_utf8(v).map(Value::Text).map_err(|_| NotText)
 }
 
-/// An attribute's values as one field: NULL, one value, or several (joined by the sink). The
-/// attribute is text only when every value is UTF-8, so that one field never mixes forms.
-fn values_of(values: Vec<Vec<u8>>, binary: bool) -> Value {
-    let binary = binary || values.iter().any(|v| std::str::from_utf8(v).is_err());
-    let mut out: Vec<Value> = values.into_iter().map(|v| value_of(v, binary)).collect();
-    match out.len() {
+/// An attribute's values as one field: NULL, one value, or several (joined by the sink), every
+/// value in the column's one form.
+fn values_of(values: Vec<Vec<u8>>, binary: bool) -> Result<Value, NotText> {
+    let mut out = values
+        .into_iter()
+        .map(|v| value_of(v, binary))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match out.len() {
         0 => Value::Null,
         1 => out.pop().unwrap_or(Value::Null),
         _ => Value::Multi(out),
-    }
+    })
 }
 
 /// A search result entry, parsed without panicking on malformed data.
@@ -1099,17 +1156,6 @@ struct Entry {
     dn: String,
     /// Attribute descriptions as the server wrote them, with their raw values.
     attrs: Vec<(String, Vec<Vec<u8>>)>,
-}
-
-impl Entry {
-    /// The values by attribute key (`member` and `member;range=0-1499` merged).
-    fn into_values(self) -> (String, HashMap<String, Vec<Vec<u8>>>) {
-        let mut map: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for (desc, values) in self.attrs {
-            map.entry(attr_key(&desc)).or_default().extend(values);
-        }
-        (self.dn, map)
-    }
 }
 
 /// Parses the BER of a SearchResultEntry (`[APPLICATION 4] SEQUENCE { objectName,
@@ -1180,6 +1226,16 @@ struct AttributeType {
     user: bool,
 }
 
+/// One `objectClasses` value of the subschema (RFC 4512 §4.1.1), as far as export needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct ObjectClass {
+    oid: String,
+    names: Vec<String>,
+    sup: Vec<String>,
+    must: Vec<String>,
+    may: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Open,
@@ -1231,10 +1287,24 @@ fn tokens(def: &str) -> Vec<Token> {
     out
 }
 
-/// Parses an attribute type description; `None` when it is not one.
-fn parse_attribute_type(def: &str) -> Option<AttributeType> {
-    let tokens = tokens(def);
-    let mut it = tokens.into_iter().peekable();
+/// Keywords of schema definitions that stand alone, without a value.
+const FLAG_KEYWORDS: &[&str] = &[
+    "SINGLE-VALUE",
+    "OBSOLETE",
+    "COLLECTIVE",
+    "NO-USER-MODIFICATION",
+    "STRUCTURAL",
+    "AUXILIARY",
+    "ABSTRACT",
+];
+
+/// A keyword of a schema definition (upper case) and its values.
+type Field = (String, Vec<String>);
+
+/// A schema definition (`( oid KEYWORD value KEYWORD ( a $ b ) FLAG ... )`): the OID and the
+/// keywords (upper case) with their values (none for a flag). `None` when it is not one.
+fn definition(def: &str) -> Option<(String, Vec<Field>)> {
+    let mut it = tokens(def).into_iter().peekable();
     if it.next() != Some(Token::Open) {
         return None;
     }
@@ -1242,77 +1312,143 @@ fn parse_attribute_type(def: &str) -> Option<AttributeType> {
         Token::Word(w) | Token::Quoted(w) => w,
         _ => return None,
     };
+    let mut fields = Vec::new();
+    while let Some(t) = it.next() {
+        let keyword = match t {
+            Token::Word(k) => k.to_ascii_uppercase(),
+            Token::Close => break,
+            _ => continue,
+        };
+        if FLAG_KEYWORDS.contains(&keyword.as_str()) {
+            fields.push((keyword, Vec::new()));
+            continue;
+        }
+        // One word or quoted string, or a parenthesized list of them separated by spaces and/or
+        // `$` (`( sn $ cn )`, `(sn$cn)`). A quoted string is taken whole.
+        let mut values = Vec::new();
+        match it.next() {
+            Some(Token::Open) => {
+                for t in it.by_ref() {
+                    match t {
+                        Token::Close => break,
+                        Token::Word(w) => push_words(&mut values, &w),
+                        Token::Quoted(w) => values.push(w),
+                        Token::Open => {}
+                    }
+                }
+            }
+            Some(Token::Word(w)) => push_words(&mut values, &w),
+            Some(Token::Quoted(w)) => values.push(w),
+            Some(Token::Close) | None => {
+                fields.push((keyword, values));
+                break;
+            }
+        }
+        fields.push((keyword, values));
+    }
+    Some((oid, fields))
+}
+
+/// The names of an unquoted word of a list (`sn$cn` is two names; a lone `$` is none).
+fn push_words(values: &mut Vec<String>, w: &str) {
+    values.extend(w.split('$').filter(|p| !p.is_empty()).map(str::to_string));
+}
+
+fn first(values: &[String]) -> Option<String> {
+    values.first().cloned()
+}
+
+/// Parses an attribute type description; `None` when it is not one.
+fn parse_attribute_type(def: &str) -> Option<AttributeType> {
+    let (oid, fields) = definition(def)?;
     let mut at = AttributeType {
         oid,
         user: true,
         ..AttributeType::default()
     };
-    // A keyword's value: one word or quoted string, or a parenthesized list of them.
-    let values = |it: &mut std::iter::Peekable<std::vec::IntoIter<Token>>| -> Vec<String> {
-        match it.next() {
-            Some(Token::Open) => {
-                let mut v = Vec::new();
-                for t in it.by_ref() {
-                    match t {
-                        Token::Close => break,
-                        Token::Word(w) if w == "$" => {}
-                        Token::Word(w) | Token::Quoted(w) => v.push(w),
-                        Token::Open => {}
-                    }
-                }
-                v
-            }
-            Some(Token::Word(w)) | Some(Token::Quoted(w)) => vec![w],
-            _ => Vec::new(),
-        }
-    };
-    while let Some(t) = it.next() {
-        let keyword = match t {
-            Token::Word(k) => k,
-            Token::Close => break,
-            _ => continue,
-        };
-        match keyword.to_ascii_uppercase().as_str() {
-            "NAME" => at.names = values(&mut it),
-            "SUP" => at.sup = values(&mut it).into_iter().next(),
+    for (keyword, values) in fields {
+        match keyword.as_str() {
+            "NAME" => at.names = values,
+            "SUP" => at.sup = first(&values),
             "SYNTAX" => {
-                at.syntax = values(&mut it)
-                    .into_iter()
-                    .next()
-                    .map(|s| s.split('{').next().unwrap_or_default().to_string());
+                at.syntax =
+                    first(&values).map(|s| s.split('{').next().unwrap_or_default().to_string());
             }
             "SINGLE-VALUE" => at.single_value = true,
             "OBSOLETE" => at.obsolete = true,
-            "COLLECTIVE" | "NO-USER-MODIFICATION" => {}
             "USAGE" => {
-                at.user = values(&mut it)
+                at.user = values
                     .first()
                     .is_none_or(|u| u.eq_ignore_ascii_case("userApplications"));
             }
-            // DESC, EQUALITY, ORDERING, SUBSTR and X- extensions: skip their value.
-            _ => {
-                values(&mut it);
-            }
+            _ => {}
         }
     }
     Some(at)
 }
 
-/// The attribute types of a subschema subentry.
+/// Parses an object class description; `None` when it is not one or is obsolete.
+fn parse_object_class(def: &str) -> Option<ObjectClass> {
+    let (oid, fields) = definition(def)?;
+    let mut oc = ObjectClass {
+        oid,
+        ..ObjectClass::default()
+    };
+    for (keyword, values) in fields {
+        match keyword.as_str() {
+            "NAME" => oc.names = values,
+            "SUP" => oc.sup = values,
+            "MUST" => oc.must = values,
+            "MAY" => oc.may = values,
+            "OBSOLETE" => return None,
+            _ => {}
+        }
+    }
+    Some(oc)
+}
+
+/// The OID of an `ldapSyntaxes` value whose values are not text: marked
+/// `X-NOT-HUMAN-READABLE 'TRUE'` or `X-BINARY-TRANSFER-REQUIRED 'TRUE'` (RFC 4517, OpenLDAP).
+fn binary_syntax_oid(def: &str) -> Option<String> {
+    let (oid, fields) = definition(def)?;
+    fields
+        .iter()
+        .any(|(k, v)| {
+            matches!(
+                k.as_str(),
+                "X-NOT-HUMAN-READABLE" | "X-BINARY-TRANSFER-REQUIRED"
+            ) && v.first().is_some_and(|v| v.eq_ignore_ascii_case("TRUE"))
+        })
+        .then_some(oid)
+}
+
+/// The attribute types, object classes and binary syntaxes of a subschema subentry.
 #[derive(Debug, Clone, Default)]
 struct Subschema {
     types: Vec<AttributeType>,
     /// Lower-case names and OIDs to indexes of `types`.
     index: HashMap<String, usize>,
+    classes: Vec<ObjectClass>,
+    /// Lower-case names and OIDs to indexes of `classes`.
+    class_index: HashMap<String, usize>,
+    /// Syntax OIDs that the server's `ldapSyntaxes` marks as not human-readable.
+    binary_syntaxes: HashSet<String>,
 }
 
 impl Subschema {
-    fn parse<'a>(defs: impl IntoIterator<Item = &'a str>) -> Subschema {
+    /// A subschema of attribute types only.
+    #[cfg(test)]
+    fn parse<'a>(types: impl IntoIterator<Item = &'a str>) -> Subschema {
+        Subschema::from_parts(types, [], [])
+    }
+
+    fn from_parts<'a>(
+        types: impl IntoIterator<Item = &'a str>,
+        classes: impl IntoIterator<Item = &'a str>,
+        syntaxes: impl IntoIterator<Item = &'a str>,
+    ) -> Subschema {
         let mut s = Subschema::default();
-        for def in defs {
-            let Some(at) = parse_attribute_type(def) else {
-                continue;
-            };
+        for at in types.into_iter().filter_map(parse_attribute_type) {
             let i = s.types.len();
             s.index.entry(at.oid.to_ascii_lowercase()).or_insert(i);
             for n in &at.names {
@@ -1320,7 +1456,22 @@ impl Subschema {
             }
             s.types.push(at);
         }
+        for oc in classes.into_iter().filter_map(parse_object_class) {
+            let i = s.classes.len();
+            s.class_index
+                .entry(oc.oid.to_ascii_lowercase())
+                .or_insert(i);
+            for n in &oc.names {
+                s.class_index.entry(n.to_ascii_lowercase()).or_insert(i);
+            }
+            s.classes.push(oc);
+        }
+        s.binary_syntaxes = syntaxes.into_iter().filter_map(binary_syntax_oid).collect();
         s
+    }
+
+    fn is_empty(&self) -> bool {
+        self.types.is_empty()
     }
 
     /// The type of an attribute description (options ignored).
@@ -1331,6 +1482,32 @@ impl Subschema {
             .unwrap_or_default()
             .to_ascii_lowercase();
         self.index.get(&base).and_then(|i| self.types.get(*i))
+    }
+
+    /// How an attribute description is matched, whatever name, alias or OID it is written with:
+    /// the type's OID (or the lower-case name of a type the subschema does not know), then the
+    /// options other than `binary` and `range=`, lower case and sorted (`2.5.4.3;lang-fr`).
+    fn key(&self, desc: &str) -> String {
+        let mut parts = desc.split(';');
+        let base = parts.next().unwrap_or_default();
+        let mut out = match self.find(base) {
+            Some(at) => at.oid.to_ascii_lowercase(),
+            None => base.to_ascii_lowercase(),
+        };
+        let mut options: Vec<String> = parts
+            .filter(|o| {
+                !o.is_empty()
+                    && !o.eq_ignore_ascii_case("binary")
+                    && strip_prefix_ci(o, "range=").is_none()
+            })
+            .map(str::to_ascii_lowercase)
+            .collect();
+        options.sort();
+        for o in options {
+            out.push(';');
+            out.push_str(&o);
+        }
+        out
     }
 
     /// The syntax, inherited from the supertypes when the type has none.
@@ -1345,21 +1522,39 @@ impl Subschema {
         None
     }
 
-    fn is_binary(&self, desc: &str) -> bool {
-        self.find(desc)
-            .and_then(|at| self.syntax_of(at))
-            .is_some_and(|s| BINARY_SYNTAXES.contains(&s))
+    /// The syntax of an attribute description, when the subschema knows it.
+    fn syntax(&self, desc: &str) -> Option<&str> {
+        self.find(desc).and_then(|at| self.syntax_of(at))
     }
 
-    /// The schema column of an attribute: type from the syntax, multi-valued unless
+    fn is_binary_syntax(&self, syntax: &str) -> bool {
+        BINARY_SYNTAXES.contains(&syntax) || self.binary_syntaxes.contains(syntax)
+    }
+
+    /// Whether a column is binary: decided once from what was asked (`;binary`, a well-known
+    /// binary name) and the syntax, never from the values.
+    fn is_binary(&self, desc: &str) -> bool {
+        is_binary_name(desc) || self.syntax(desc).is_some_and(|s| self.is_binary_syntax(s))
+    }
+
+    /// Why a column is text, for the message about a value that is not UTF-8.
+    fn text_reason(&self, desc: &str) -> String {
+        match self.syntax(desc) {
+            Some(s) => format!("its syntax {s} is text"),
+            None if self.is_empty() => {
+                "the subschema could not be read, so its syntax is unknown".to_string()
+            }
+            None => "the subschema does not describe it".to_string(),
+        }
+    }
+
+    /// The schema column of an attribute: type from the name and syntax, multi-valued unless
     /// SINGLE-VALUE. Unknown attributes are text and may be multi-valued.
-    fn column(&self, name: &str, binary_by_name: bool) -> SchemaColumn {
+    fn column(&self, name: &str, request: &str) -> SchemaColumn {
         let at = self.find(name);
-        let syntax = at.and_then(|at| self.syntax_of(at));
-        let binary = binary_by_name || syntax.is_some_and(|s| BINARY_SYNTAXES.contains(&s));
         SchemaColumn {
             name: name.to_string(),
-            value_type: if binary {
+            value_type: if self.is_binary(request) {
                 ValueType::Binary
             } else {
                 ValueType::String
@@ -1367,23 +1562,112 @@ impl Subschema {
             key_type: KeyType::None,
             multivalued: !at.is_some_and(|at| at.single_value),
             nullable: None,
-            source_type: syntax.map(str::to_string),
+            source_type: self.syntax(name).map(str::to_string),
         }
     }
 
-    /// The first name of every user attribute type that is not obsolete, sorted ignoring case.
-    fn user_attribute_names(&self) -> Vec<String> {
-        let mut seen = HashSet::new();
-        let mut names: Vec<String> = self
-            .types
-            .iter()
-            .filter(|t| t.user && !t.obsolete)
-            .filter_map(|t| t.names.first())
-            .filter(|n| seen.insert(n.to_ascii_lowercase()))
-            .cloned()
+    /// The attributes that entries of these object classes may hold (MUST and MAY of the classes
+    /// and their superclasses), as the first name of each type, sorted ignoring case: user
+    /// attributes only, neither obsolete nor [`PASSWORD_ATTRIBUTES`]. Classes the subschema does
+    /// not know are skipped.
+    fn attributes_of_classes<'a>(&self, classes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut todo: Vec<String> = classes
+            .into_iter()
+            .map(|c| c.trim().to_ascii_lowercase())
             .collect();
+        let mut seen_classes: HashSet<usize> = HashSet::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut names: Vec<String> = Vec::new();
+        while let Some(c) = todo.pop() {
+            let Some(&i) = self.class_index.get(&c) else {
+                continue;
+            };
+            if !seen_classes.insert(i) {
+                continue;
+            }
+            let Some(oc) = self.classes.get(i) else {
+                continue;
+            };
+            todo.extend(oc.sup.iter().map(|s| s.to_ascii_lowercase()));
+            for a in oc.must.iter().chain(&oc.may) {
+                let at = self.find(a);
+                if at.is_some_and(|t| !t.user || t.obsolete) {
+                    continue;
+                }
+                let is_password =
+                    |n: &str| PASSWORD_ATTRIBUTES.contains(&n.to_ascii_lowercase().as_str());
+                if is_password(a) || at.is_some_and(|t| t.names.iter().any(|n| is_password(n))) {
+                    continue;
+                }
+                if seen.insert(self.key(a)) {
+                    names.push(
+                        at.and_then(|t| t.names.first())
+                            .cloned()
+                            .unwrap_or_else(|| a.clone()),
+                    );
+                }
+            }
+        }
         names.sort_by_key(|n| n.to_ascii_lowercase());
         names
+    }
+}
+
+/// The columns of the entries table and how the attribute descriptions the server returns find
+/// them (through [`Subschema::key`]).
+struct Columns {
+    list: Vec<Column>,
+    by_key: HashMap<String, Vec<usize>>,
+}
+
+impl Columns {
+    fn new(list: Vec<Column>, schema: &Subschema) -> Columns {
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in list.iter().enumerate() {
+            by_key.entry(schema.key(&c.request)).or_default().push(i);
+        }
+        Columns { list, by_key }
+    }
+
+    /// An entry as a row: `dn`, `parentdn`, then each column's values. A value that is not
+    /// UTF-8 in a text column is an error naming the column.
+    fn row(&self, entry: Entry, schema: &Subschema) -> Result<Row, String> {
+        let Entry { dn, attrs } = entry;
+        let mut slots: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.list.len()];
+        for (desc, values) in attrs {
+            let Some(targets) = self.by_key.get(&schema.key(&desc)) else {
+                continue;
+            };
+            if let Some((last, others)) = targets.split_last() {
+                for i in others {
+                    if let Some(slot) = slots.get_mut(*i) {
+                        slot.extend(values.iter().cloned());
+                    }
+                }
+                if let Some(slot) = slots.get_mut(*last) {
+                    slot.extend(values);
+                }
+            }
+        }
+        let mut row = Vec::with_capacity(self.list.len() + 2);
+        row.push(Value::Null);
+        row.push(match parent_dn(&dn) {
+            Some(p) => Value::Text(p.to_string()),
+            None => Value::Null,
+        });
+        for (c, values) in self.list.iter().zip(slots) {
+            row.push(values_of(values, c.binary).map_err(|NotText| {
+                format!(
+                    "entry {dn}: a value of {name} is not UTF-8 text, and {name} is exported as text ({why}); write {name};binary in Attributes to export it as base64",
+                    name = c.name,
+                    why = schema.text_reason(&c.request),
+                )
+            })?);
+        }
+        if let Some(first) = row.first_mut() {
+            *first = Value::Text(dn);
+        }
+        Ok(row)
     }
 }
 
@@ -1528,12 +1812,24 @@ async fn connect_one(cfg: &Config, server: &ServerConfig) -> Result<Session, Pac
     if server.start_tls {
         settings = settings.set_starttls(true);
     }
+    if server.start_tls || server.url.starts_with("ldaps://") {
+        crate::install_crypto_provider();
+    }
     let (conn, ldap) = LdapConnAsync::with_settings(settings, &server.url)
         .await
         .map_err(|e| {
             let why = match e {
                 LdapError::Timeout { .. } => format!("no connection within {}", cfg.timeout_text()),
-                other => other.to_string(),
+                other => {
+                    let text = other.to_string();
+                    if text.contains("certificate") {
+                        format!(
+                            "{text}; the TLS handshake failed before anything was sent: the server's certificate must be valid for the host written in Server and signed by a CA the agent trusts (the system's roots, or the PEM file named by SSL_CERT_FILE in the agent's environment)"
+                        )
+                    } else {
+                        text
+                    }
+                }
             };
             PackageError::source(format!("cannot reach {}: {why}", server.url))
         })?;
@@ -1665,7 +1961,7 @@ async fn load_subschema(
             &dn,
             ldap3::Scope::Base,
             "(objectClass=subschema)",
-            vec!["attributeTypes"],
+            vec!["attributeTypes", "objectClasses", "ldapSyntaxes"],
         ),
     )
     .await?
@@ -1687,18 +1983,24 @@ async fn load_subschema(
         )));
     }
     let mut defs: Vec<String> = Vec::new();
+    let mut classes: Vec<String> = Vec::new();
+    let mut syntaxes: Vec<String> = Vec::new();
     for re in entries {
         let entry = parse_entry(re.0).map_err(|m| {
             PackageError::source(format!("{}: subschema {dn}: {m}", session.server))
         })?;
         for (desc, values) in entry.attrs {
-            if attr_key(&desc) == "attributetypes" {
-                defs.extend(
-                    values
-                        .into_iter()
-                        .map(|v| String::from_utf8_lossy(&v).into_owned()),
-                );
-            }
+            let into = match attr_key(&desc).as_str() {
+                "attributetypes" => &mut defs,
+                "objectclasses" => &mut classes,
+                "ldapsyntaxes" => &mut syntaxes,
+                _ => continue,
+            };
+            into.extend(
+                values
+                    .into_iter()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned()),
+            );
         }
     }
     if defs.is_empty() {
@@ -1707,7 +2009,11 @@ async fn load_subschema(
             session.server, session.login
         )));
     }
-    Ok(Subschema::parse(defs.iter().map(String::as_str)))
+    Ok(Subschema::from_parts(
+        defs.iter().map(String::as_str),
+        classes.iter().map(String::as_str),
+        syntaxes.iter().map(String::as_str),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1716,37 +2022,210 @@ async fn load_subschema(
 
 type Stream = ldap3::SearchStream<'static, String, Vec<String>>;
 
-/// Starts a paged search of a table: paged results (RFC 2696) with PageSize, the SizeLimit and
-/// TimeLimit settings, TimeOut for every answer. Referrals and intermediate messages are dropped.
-async fn open_search(
-    session: &mut Session,
-    cfg: &Config,
-    table: &TableConfig,
+/// A paged search of a table (RFC 2696), one page at a time: each page is its own search
+/// request with the paged-results control, PageSize, the SizeLimit and TimeLimit settings and
+/// TimeOut for every answer. Referrals and intermediate messages are dropped. Every page's
+/// result code is checked, and a server that makes no progress is stopped (see the module
+/// documentation); SizeLimit is also enforced client-side.
+struct PagedSearch {
     attrs: Vec<String>,
-    cancel: &CancellationToken,
-) -> Result<Stream, PackageError> {
-    let adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> = vec![
-        Box::new(EntriesOnly::new()),
-        Box::new(PagedResults::new(cfg.page_size)),
-    ];
-    session.ldap.with_search_options(
-        SearchOptions::new()
-            .sizelimit(cfg.size_limit)
-            .timelimit(cfg.time_limit),
-    );
-    session.arm();
-    cancellable(
-        cancel,
-        session.ldap.streaming_search_with(
-            adapters,
-            &table.base_dn,
-            table.scope.ldap(),
-            &table.filter,
+    /// The page being read; `None` once the search is complete.
+    stream: Option<Stream>,
+    /// The cookie the current page was asked with (empty for the first page).
+    cookie: Vec<u8>,
+    /// Pages asked for.
+    pages: u64,
+    /// Entries of the current page.
+    page_entries: u64,
+    /// Pages in a row without entries, and those of them that returned the cookie they had.
+    empty_pages: u32,
+    stalled_pages: u32,
+    /// Entries read so far.
+    count: u64,
+}
+
+impl PagedSearch {
+    async fn open(
+        session: &mut Session,
+        cfg: &Config,
+        table: &TableConfig,
+        attrs: Vec<String>,
+        cancel: &CancellationToken,
+    ) -> Result<PagedSearch, PackageError> {
+        let mut search = PagedSearch {
             attrs,
-        ),
-    )
-    .await?
-    .map_err(|e| read_failure(session, cfg, table, e))
+            stream: None,
+            cookie: Vec::new(),
+            pages: 0,
+            page_entries: 0,
+            empty_pages: 0,
+            stalled_pages: 0,
+            count: 0,
+        };
+        search.ask_page(session, cfg, table, cancel).await?;
+        Ok(search)
+    }
+
+    /// Sends the search request of the next page (with the current cookie).
+    async fn ask_page(
+        &mut self,
+        session: &mut Session,
+        cfg: &Config,
+        table: &TableConfig,
+        cancel: &CancellationToken,
+    ) -> Result<(), PackageError> {
+        let control: RawControl = ldap3::controls::PagedResults {
+            size: cfg.page_size,
+            cookie: self.cookie.clone(),
+        }
+        .into();
+        session.ldap.with_controls(control);
+        session.ldap.with_search_options(
+            SearchOptions::new()
+                .sizelimit(cfg.size_limit)
+                .timelimit(cfg.time_limit),
+        );
+        session.arm();
+        let stream = cancellable(
+            cancel,
+            session.ldap.streaming_search_with(
+                EntriesOnly::new(),
+                &table.base_dn,
+                table.scope.ldap(),
+                &table.filter,
+                self.attrs.clone(),
+            ),
+        )
+        .await?
+        .map_err(|e| read_failure(session, cfg, table, e))?;
+        self.stream = Some(stream);
+        self.pages += 1;
+        self.page_entries = 0;
+        Ok(())
+    }
+
+    /// The next entry; `Ok(None)` once the last page has ended with success.
+    async fn next(
+        &mut self,
+        session: &mut Session,
+        cfg: &Config,
+        table: &TableConfig,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Entry>, PackageError> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(None);
+            };
+            let item = cancellable(cancel, stream.next())
+                .await?
+                .map_err(|e| read_failure(session, cfg, table, e))?;
+            if let Some(re) = item {
+                self.count += 1;
+                self.page_entries += 1;
+                if cfg.size_limit > 0 && self.count > cfg.size_limit.unsigned_abs() as u64 {
+                    return Err(PackageError::config(format!(
+                        "{}: table {} has more entries than the SizeLimit of {}; raise SizeLimit, set it to 0 for no limit, or narrow BaseDN/Filter",
+                        session.server, table.name, cfg.size_limit
+                    )));
+                }
+                return parse_entry(re.0).map(Some).map_err(|m| {
+                    PackageError::source(format!(
+                        "{}: table {}, entry {}: {m}",
+                        session.server, table.name, self.count
+                    ))
+                });
+            }
+            // The page has ended: its result code, then its cookie.
+            let Some(mut stream) = self.stream.take() else {
+                return Ok(None);
+            };
+            let res = cancellable(cancel, stream.finish()).await?;
+            if res.rc != 0 {
+                return Err(search_failure(session, cfg, table, &res, self.count));
+            }
+            let cookie = match paged_cookie(&res) {
+                Ok(Some(c)) => c,
+                // A server that ignores paging answers the whole search at once.
+                Ok(None) if self.pages == 1 => return Ok(None),
+                Ok(None) => {
+                    return Err(PackageError::source(format!(
+                        "{}: table {}: page {} of the search came back without the paged-results control after {} entries; the rest of the table cannot be asked for",
+                        session.server, table.name, self.pages, self.count
+                    )));
+                }
+                Err(m) => {
+                    return Err(PackageError::source(format!(
+                        "{}: table {}: page {}: {m}",
+                        session.server, table.name, self.pages
+                    )));
+                }
+            };
+            if cookie.is_empty() {
+                return Ok(None);
+            }
+            self.check_progress(&cookie).map_err(|m| {
+                PackageError::source(format!("{}: table {}: {m}", session.server, table.name))
+            })?;
+            self.cookie = cookie;
+            self.ask_page(session, cfg, table, cancel).await?;
+        }
+    }
+
+    /// Stops a search whose pages bring no entry back again and again.
+    fn check_progress(&mut self, cookie: &[u8]) -> Result<(), String> {
+        if self.page_entries > 0 {
+            self.empty_pages = 0;
+            self.stalled_pages = 0;
+            return Ok(());
+        }
+        self.empty_pages += 1;
+        if cookie == self.cookie.as_slice() {
+            self.stalled_pages += 1;
+        } else {
+            self.stalled_pages = 0;
+        }
+        if self.stalled_pages >= MAX_STALLED_PAGES {
+            return Err(format!(
+                "the server answered {} pages in a row with no entry and the same paging cookie it was sent (after {} entries): it makes no progress, so the search was stopped rather than asked again forever",
+                self.stalled_pages, self.count
+            ));
+        }
+        if self.empty_pages >= MAX_EMPTY_PAGES {
+            return Err(format!(
+                "the server answered {} pages in a row with no entry but a paging cookie (after {} entries); the search was stopped: narrow BaseDN/Filter",
+                self.empty_pages, self.count
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The cookie of the paged-results control of a page's result: `Ok(None)` when there is no
+/// such control. A malformed control is an error (ldap3's own parser would panic).
+fn paged_cookie(res: &LdapResult) -> Result<Option<Vec<u8>>, String> {
+    let Some(control) = res.ctrls.iter().find(|c| c.1.ctype == PAGED_RESULTS_OID) else {
+        return Ok(None);
+    };
+    let malformed = || "the server sent a malformed paged-results control".to_string();
+    let value = control.1.val.as_deref().ok_or_else(malformed)?;
+    let (_, tag) = ldap3::asn1::parse_tag(value).map_err(|_| malformed())?;
+    let PL::C(parts) = tag.payload else {
+        return Err(malformed());
+    };
+    let mut parts = parts.into_iter();
+    match parts.next() {
+        Some(StructureTag {
+            payload: PL::P(_), ..
+        }) => {}
+        _ => return Err(malformed()),
+    }
+    match parts.next() {
+        Some(StructureTag {
+            payload: PL::P(cookie),
+            ..
+        }) => Ok(Some(cookie)),
+        _ => Err(malformed()),
+    }
 }
 
 /// An error while starting or reading the search of a table.
@@ -1869,68 +2348,82 @@ fn search_failure(
     }
 }
 
-/// Reads the next entry of a search; `Ok(None)` at the end. Enforces SizeLimit client-side too.
-async fn next_entry(
-    stream: &mut Stream,
-    session: &Session,
-    cfg: &Config,
-    table: &TableConfig,
-    count: &mut u64,
-    cancel: &CancellationToken,
-) -> Result<Option<Entry>, PackageError> {
-    let item = cancellable(cancel, stream.next())
-        .await?
-        .map_err(|e| read_failure(session, cfg, table, e))?;
-    let Some(re) = item else {
+/// The range of an attribute description: `Ok(None)` when it has no range option, an error when
+/// its range option is malformed.
+fn range_of(desc: &str) -> Result<Option<Range>, String> {
+    let ranged = desc
+        .split(';')
+        .skip(1)
+        .any(|o| strip_prefix_ci(o, "range=").is_some());
+    if !ranged {
         return Ok(None);
-    };
-    *count += 1;
-    if cfg.size_limit > 0 && *count > cfg.size_limit.unsigned_abs() as u64 {
-        return Err(PackageError::config(format!(
-            "{}: table {} has more entries than the SizeLimit of {}; raise SizeLimit, set it to 0 for no limit, or narrow BaseDN/Filter",
-            session.server, table.name, cfg.size_limit
-        )));
     }
-    parse_entry(re.0).map(Some).map_err(|m| {
-        PackageError::source(format!(
-            "{}: table {}, entry {count}: {m}",
-            session.server, table.name
-        ))
+    parse_range(desc)
+        .map(Some)
+        .ok_or_else(|| format!("the server sent {desc}, a malformed range"))
+}
+
+/// Reads the answer to one follow-up range request (`want`, asked from `start`) of the attribute
+/// whose [`Subschema::key`] is `key`: its values and the end of its range (`None` for `*`). An
+/// answer without that attribute, without a range, with a malformed range or with another start
+/// is an error: publishing the values read so far would publish part of them as all of them.
+fn range_answer(
+    schema: &Subschema,
+    key: &str,
+    want: &str,
+    start: u64,
+    attrs: Vec<(String, Vec<Vec<u8>>)>,
+) -> Result<(Vec<Vec<u8>>, Option<u64>), String> {
+    let mut found: Option<(Vec<Vec<u8>>, Option<u64>)> = None;
+    for (d, v) in attrs {
+        if schema.key(&d) != key {
+            continue;
+        }
+        if found.is_some() {
+            return Err(format!(
+                "asked for {want}, the server answered with several ranges"
+            ));
+        }
+        let Some(r) = range_of(&d)? else {
+            return Err(format!(
+                "asked for {want}, the server answered with {d}, without a range: the values cannot be known to be complete"
+            ));
+        };
+        if r.low != start {
+            return Err(format!("asked for {want}, the server answered with {d}"));
+        }
+        found = Some((v, r.high));
+    }
+    found.ok_or_else(|| {
+        format!("asked for {want}, the server returned no values of it: the values read so far are incomplete")
     })
 }
 
-/// Ends a search: its result code must be success.
-async fn finish_search(
-    mut stream: Stream,
-    session: &Session,
-    cfg: &Config,
-    table: &TableConfig,
-    count: u64,
-    cancel: &CancellationToken,
-) -> Result<(), PackageError> {
-    let res = cancellable(cancel, stream.finish()).await?;
-    match res.rc {
-        0 => Ok(()),
-        // ldap3's "user cancelled": the stream was finished before its end.
-        88 if cancel.is_cancelled() => Err(PackageError::cancelled()),
-        _ => Err(search_failure(session, cfg, table, &res, count)),
-    }
-}
-
 /// Completes ranged attributes (`member;range=0-1499`): asks for `member;range=1500-*` with a
-/// base-scope search of the entry until the server answers with a range ending in `*`.
+/// base-scope search of the entry until the server answers with a range ending in `*`. Anything
+/// else than the next range fails (see [`range_answer`]).
 async fn complete_ranges(
     session: &mut Session,
     cfg: &Config,
+    schema: &Subschema,
     entry: &mut Entry,
     cancel: &CancellationToken,
 ) -> Result<(), PackageError> {
     let dn = entry.dn.clone();
+    let server = session.server.clone();
+    let fail = |m: String| PackageError::source(format!("{server}: {dn}: {m}"));
     for (desc, values) in entry.attrs.iter_mut() {
-        let Some(range) = parse_range(desc) else {
-            continue;
+        let range = match range_of(desc) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(m) => return Err(fail(m)),
         };
-        let key = attr_key(&range.base);
+        if range.low != 0 {
+            return Err(fail(format!(
+                "the server sent {desc}, a range that does not start at 0"
+            )));
+        }
+        let key = schema.key(&range.base);
         *desc = range.base.clone();
         let mut high = range.high;
         let mut rounds = 0usize;
@@ -1939,12 +2432,7 @@ async fn complete_ranges(
             let start = h
                 .checked_add(1)
                 .filter(|_| rounds <= MAX_RANGE_ROUNDS)
-                .ok_or_else(|| {
-                    PackageError::source(format!(
-                        "{}: {dn}: the ranges of {} never end",
-                        session.server, range.base
-                    ))
-                })?;
+                .ok_or_else(|| fail(format!("the ranges of {} never end", range.base)))?;
             let want = format!("{};range={start}-*", range.base);
             session.arm();
             let result = cancellable(
@@ -1962,131 +2450,124 @@ async fn complete_ranges(
             })?;
             let (entries, res) = (result.0, result.1);
             if res.rc != 0 {
-                return Err(PackageError::source(format!(
-                    "{}: reading {want} of {dn} failed with result code {}{}",
-                    session.server,
+                return Err(fail(format!(
+                    "reading {want} failed with result code {}{}",
                     res.rc,
                     diagnostic(&res)
                 )));
             }
-            high = None;
+            let mut attrs = Vec::new();
             for re in entries {
-                let more = parse_entry(re.0)
-                    .map_err(|m| PackageError::source(format!("{}: {dn}: {m}", session.server)))?;
-                for (d, v) in more.attrs {
-                    if attr_key(&d) != key {
-                        continue;
-                    }
-                    match parse_range(&d) {
-                        Some(r) if r.low != start => {
-                            return Err(PackageError::source(format!(
-                                "{}: {dn}: asked for {want}, the server answered with {d}",
-                                session.server
-                            )));
-                        }
-                        Some(r) => high = r.high,
-                        // The rest without a range: complete.
-                        None => {}
-                    }
-                    values.extend(v);
-                }
+                attrs.extend(parse_entry(re.0).map_err(|m| fail(m.to_string()))?.attrs);
             }
+            let (more, next) = range_answer(schema, &key, &want, start, attrs).map_err(fail)?;
+            values.extend(more);
+            high = next;
         }
     }
     Ok(())
 }
 
-/// The union of the attribute names that the entries of `table` carry, sorted ignoring case
-/// (the first spelling met wins), with whether some value was not UTF-8. Only names are kept.
-async fn collect_attribute_names(
+/// The object classes (lower case) of the entries of `table`, from a paged pass that reads only
+/// `objectClass`.
+async fn classes_of_entries(
     session: &mut Session,
     cfg: &Config,
     table: &TableConfig,
+    schema: &Subschema,
     cancel: &CancellationToken,
-) -> Result<Vec<Column>, PackageError> {
-    let mut seen: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    let mut stream = open_search(session, cfg, table, vec!["*".to_string()], cancel).await?;
-    let mut count = 0u64;
-    while let Some(entry) = next_entry(&mut stream, session, cfg, table, &mut count, cancel).await?
-    {
+) -> Result<BTreeSet<String>, PackageError> {
+    let key = schema.key("objectClass");
+    let mut classes = BTreeSet::new();
+    let mut search =
+        PagedSearch::open(session, cfg, table, vec!["objectClass".to_string()], cancel).await?;
+    while let Some(entry) = search.next(session, cfg, table, cancel).await? {
         for (desc, values) in entry.attrs {
-            let name = column_name(&desc);
-            let key = name.to_ascii_lowercase();
-            if key == "dn" || key == "parentdn" {
+            if schema.key(&desc) != key {
                 continue;
             }
-            let not_text = values.iter().any(|v| std::str::from_utf8(v).is_err());
-            seen.entry(key)
-                .and_modify(|(_, b)| *b |= not_text)
-                .or_insert((name, not_text));
+            for v in values {
+                let class = String::from_utf8_lossy(&v).trim().to_ascii_lowercase();
+                if classes.len() >= MAX_OBJECT_CLASSES && !classes.contains(&class) {
+                    return Err(PackageError::source(format!(
+                        "{}: table {}: the entries carry more than {MAX_OBJECT_CLASSES} object classes; set Attributes",
+                        session.server, table.name
+                    )));
+                }
+                classes.insert(class);
+            }
         }
     }
-    finish_search(stream, session, cfg, table, count, cancel).await?;
-    Ok(seen
-        .into_iter()
-        .map(|(key, (name, not_text))| Column {
-            binary: not_text || is_binary_name(&name),
-            request: name.clone(),
-            name,
-            key,
-        })
-        .collect())
+    Ok(classes)
 }
 
-fn entry_row(dn: String, mut values: HashMap<String, Vec<Vec<u8>>>, columns: &[Column]) -> Row {
-    let parent = match parent_dn(&dn) {
-        Some(p) => Value::Text(p.to_string()),
-        None => Value::Null,
-    };
-    let mut row = Vec::with_capacity(columns.len() + 2);
-    row.push(Value::Text(dn));
-    row.push(parent);
-    for c in columns {
-        row.push(match values.remove(&c.key) {
-            Some(v) => values_of(v, c.binary),
-            None => Value::Null,
-        });
+/// The columns of the entries table when neither Attributes nor the mappings name them: the
+/// attributes the object classes of the matched entries allow (see the module documentation).
+async fn schema_columns(
+    session: &mut Session,
+    cfg: &Config,
+    table: &TableConfig,
+    schema: &Subschema,
+    cancel: &CancellationToken,
+) -> Result<Vec<String>, PackageError> {
+    if schema.classes.is_empty() {
+        return Err(PackageError::source(format!(
+            "{}: the subschema lists no object classes (is objectClasses readable by {}?); the entries table's columns come from them when Attributes is empty: set Attributes",
+            session.server, session.login
+        )));
     }
-    row
+    let classes = classes_of_entries(session, cfg, table, schema, cancel).await?;
+    Ok(schema.attributes_of_classes(classes.iter().map(String::as_str)))
+}
+
+/// The subschema, which the schema-based columns need: when it cannot be read, say what to do.
+fn subschema_needed(e: PackageError, login: &str) -> PackageError {
+    PackageError {
+        class: e.class,
+        message: format!(
+            "{}; the entries table's columns come from the subschema when Attributes is empty and no EntityTypeMapping reads the table: set Attributes, or let {login} read the subschema",
+            e.message
+        ),
+    }
 }
 
 async fn export_entries(
     session: &mut Session,
     cfg: &Config,
+    schema: &Subschema,
     table: &TableConfig,
-    columns: &[Column],
+    columns: &Columns,
     sink: &RowSink,
     cancel: &CancellationToken,
 ) -> Result<u64, PackageError> {
     let mut header = vec!["dn".to_string(), "parentdn".to_string()];
-    header.extend(columns.iter().map(|c| c.name.clone()));
+    header.extend(columns.list.iter().map(|c| c.name.clone()));
     let mut writer = sink.table(Some(ENTRIES), header)?;
-    // With explicit Attributes, ask for exactly those (as written: `;binary` matters); the
-    // discovered columns came from "*", so ask for "*" again.
+    // With explicit Attributes, ask for exactly those (as written: `;binary` matters). The
+    // schema-based columns ask for "*": the user attributes the entries hold, never constructed
+    // attributes that some servers refuse in a subtree search.
     let attrs = if cfg.attributes.is_empty() {
         vec!["*".to_string()]
     } else {
-        columns.iter().map(|c| c.request.clone()).collect()
+        columns.list.iter().map(|c| c.request.clone()).collect()
     };
-    let mut stream = open_search(session, cfg, table, attrs, cancel).await?;
-    let mut count = 0u64;
-    while let Some(mut entry) =
-        next_entry(&mut stream, session, cfg, table, &mut count, cancel).await?
-    {
-        complete_ranges(session, cfg, &mut entry, cancel).await?;
-        let (dn, values) = entry.into_values();
-        writer.push(entry_row(dn, values, columns)).await?;
+    let mut search = PagedSearch::open(session, cfg, table, attrs, cancel).await?;
+    while let Some(mut entry) = search.next(session, cfg, table, cancel).await? {
+        complete_ranges(session, cfg, schema, &mut entry, cancel).await?;
+        let row = columns.row(entry, schema).map_err(|m| {
+            PackageError::config(format!("{}: table {}, {m}", session.server, table.name))
+        })?;
+        writer.push(row).await?;
     }
-    finish_search(stream, session, cfg, table, count, cancel).await?;
     writer.finish().await?;
-    Ok(count)
+    Ok(search.count)
 }
 
 async fn export_link(
     session: &mut Session,
     cfg: &Config,
+    schema: &Subschema,
     table: &TableConfig,
-    binary: bool,
     sink: &RowSink,
     cancel: &CancellationToken,
 ) -> Result<u64, PackageError> {
@@ -2094,23 +2575,32 @@ async fn export_link(
         Some(table.name.as_str()),
         vec!["dn".to_string(), table.name.clone()],
     )?;
-    let key = table.name.to_ascii_lowercase();
-    let mut stream = open_search(session, cfg, table, vec![table.name.clone()], cancel).await?;
-    let mut count = 0u64;
+    let key = schema.key(&table.name);
+    let binary = schema.is_binary(&table.name);
+    let mut search =
+        PagedSearch::open(session, cfg, table, vec![table.name.clone()], cancel).await?;
     let mut rows = 0u64;
-    while let Some(mut entry) =
-        next_entry(&mut stream, session, cfg, table, &mut count, cancel).await?
-    {
-        complete_ranges(session, cfg, &mut entry, cancel).await?;
-        let (dn, mut values) = entry.into_values();
-        for v in values.remove(&key).unwrap_or_default() {
-            writer
-                .push(vec![Value::Text(dn.clone()), value_of(v, binary)])
-                .await?;
-            rows += 1;
+    while let Some(mut entry) = search.next(session, cfg, table, cancel).await? {
+        complete_ranges(session, cfg, schema, &mut entry, cancel).await?;
+        let Entry { dn, attrs } = entry;
+        for (desc, values) in attrs {
+            if schema.key(&desc) != key {
+                continue;
+            }
+            for v in values {
+                let value = value_of(v, binary).map_err(|NotText| {
+                    PackageError::source(format!(
+                        "{}: table {t}, entry {dn}: a value of {t} is not UTF-8 text, and {t} is exported as text ({}); a link table holds text (DNs), or binary values when the subschema gives the attribute a binary syntax",
+                        session.server,
+                        schema.text_reason(&table.name),
+                        t = table.name,
+                    ))
+                })?;
+                writer.push(vec![Value::Text(dn.clone()), value]).await?;
+                rows += 1;
+            }
         }
     }
-    finish_search(stream, session, cfg, table, count, cancel).await?;
     writer.finish().await?;
     Ok(rows)
 }
@@ -2249,18 +2739,23 @@ impl LdapPackage {
                 tracing::debug!(error = %e.message, "LDAP subschema not readable");
                 Subschema::default()
             }
-            Err(e) => {
-                return Err(PackageError {
-                    class: e.class,
-                    message: format!(
-                        "{}; the entries table's columns come from the subschema when Attributes is empty: set Attributes, or let {} read the subschema",
-                        e.message, s.login
-                    ),
-                });
-            }
+            Err(e) => return Err(subschema_needed(e, &s.login)),
+        };
+        let entries = cfg.entries_table()?;
+        // (column name, what is asked for)
+        let attributes: Vec<(String, String)> = if cfg.attributes.is_empty() {
+            schema_columns(&mut s, &cfg, entries, &subschema, &conn.cancel)
+                .await?
+                .into_iter()
+                .map(|n| (n.clone(), n))
+                .collect()
+        } else {
+            cfg.attributes
+                .iter()
+                .map(|c| (c.name.clone(), c.request.clone()))
+                .collect()
         };
         s.close().await;
-        let entries = cfg.entries_table()?;
         let mut columns = vec![
             SchemaColumn {
                 name: "dn".into(),
@@ -2279,20 +2774,11 @@ impl LdapPackage {
                 source_type: None,
             },
         ];
-        if cfg.attributes.is_empty() {
-            columns.extend(
-                subschema
-                    .user_attribute_names()
-                    .iter()
-                    .map(|n| subschema.column(n, is_binary_name(n))),
-            );
-        } else {
-            columns.extend(
-                cfg.attributes
-                    .iter()
-                    .map(|c| subschema.column(&c.name, c.binary)),
-            );
-        }
+        columns.extend(
+            attributes
+                .iter()
+                .map(|(name, request)| subschema.column(name, request)),
+        );
         let mut tables = vec![SchemaTable {
             name: format!("{id}_{ENTRIES}"),
             source: entries.describe(),
@@ -2300,7 +2786,7 @@ impl LdapPackage {
             source_table: false,
         }];
         for t in cfg.tables.iter().filter(|t| !t.is_entries) {
-            let mut value = subschema.column(&t.name, is_binary_name(&t.name));
+            let mut value = subschema.column(&t.name, &t.name);
             value.multivalued = false;
             tables.push(SchemaTable {
                 name: format!("{id}_{}", t.name),
@@ -2337,29 +2823,37 @@ impl LdapPackage {
         for skipped in &s.skipped {
             tracing::warn!(connection = %conn.identifier, "{skipped}");
         }
-        // Binary attribute types, best effort: without the subschema, names and values decide.
+        // Aliases, OIDs and binary syntaxes come from the subschema. With explicit columns it is
+        // best effort (names must then match, and names decide what is binary); the schema-based
+        // columns need it.
         let subschema = match load_subschema(&mut s, &cfg, cancel).await {
             Ok(schema) => schema,
             Err(e) if e.class == super::FailureClass::Cancelled => return Err(e),
-            Err(e) => {
-                tracing::debug!(error = %e.message, "LDAP subschema not readable");
+            Err(e) if !cfg.attributes.is_empty() => {
+                tracing::warn!(connection = %conn.identifier, error = %e.message, "LDAP subschema not readable: attribute names must match the server's, and only ;binary and well-known names are exported as base64");
                 Subschema::default()
             }
+            Err(e) => return Err(subschema_needed(e, &s.login)),
         };
         let entries = cfg.entries_table()?.clone();
-        let mut columns = if cfg.attributes.is_empty() {
-            collect_attribute_names(&mut s, &cfg, &entries, cancel).await?
+        let mut list = if cfg.attributes.is_empty() {
+            schema_columns(&mut s, &cfg, &entries, &subschema, cancel)
+                .await?
+                .iter()
+                .map(|n| Column::new(n))
+                .collect()
         } else {
             cfg.attributes.clone()
         };
-        for c in columns.iter_mut() {
-            c.binary = c.binary || subschema.is_binary(&c.name);
+        // Binary or text: once per column, from what was asked and the syntax.
+        for c in list.iter_mut() {
+            c.binary = subschema.is_binary(&c.request);
         }
-        let n = export_entries(&mut s, &cfg, &entries, &columns, &sink, cancel).await?;
+        let columns = Columns::new(list, &subschema);
+        let n = export_entries(&mut s, &cfg, &subschema, &entries, &columns, &sink, cancel).await?;
         tracing::info!(connection = %conn.identifier, server = %s.server, entries = n, "LDAP entries exported");
         for table in cfg.tables.iter().filter(|t| !t.is_entries) {
-            let binary = is_binary_name(&table.name) || subschema.is_binary(&table.name);
-            let rows = export_link(&mut s, &cfg, table, binary, &sink, cancel).await?;
+            let rows = export_link(&mut s, &cfg, &subschema, table, &sink, cancel).await?;
             tracing::info!(connection = %conn.identifier, table = %table.name, rows, "LDAP link table exported");
         }
         s.close().await;
@@ -2418,7 +2912,9 @@ mod tests {
     use super::super::spec::SettingValue;
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
     use std::path::Path;
+    use std::sync::Arc;
 
     fn settings(values: Vec<(&'static str, SettingValue)>) -> Settings {
         Settings::new(SETTINGS, values, Path::new("/"))
@@ -2499,23 +2995,34 @@ mod tests {
         assert_eq!(column_name("member;range=0-1499"), "member");
         assert_eq!(column_name("cn;lang-fr"), "cn;lang-fr");
         assert_eq!(attr_key("Member;RANGE=0-*"), "member");
-        // A value that is not UTF-8 makes the whole field binary.
+        // The column decides, never the value: a text column with a value that is not UTF-8 is
+        // an error (not a field of bytes), a binary column is bytes even for ASCII values.
         assert_eq!(
             values_of(vec![b"a".to_vec(), vec![0xff]], false),
-            Value::Multi(vec![Value::Bytes(b"a".to_vec()), Value::Bytes(vec![0xff])])
+            Err(NotText)
+        );
+        assert_eq!(
+            values_of(vec![b"a".to_vec(), vec![0xff]], true),
+            Ok(Value::Multi(vec![
+                Value::Bytes(b"a".to_vec()),
+                Value::Bytes(vec![0xff])
+            ]))
         );
         assert_eq!(
             values_of(vec![b"x".to_vec()], false),
-            Value::Text("x".into())
+            Ok(Value::Text("x".into()))
         );
         assert_eq!(
             values_of(vec![b"x".to_vec()], true),
-            Value::Bytes(b"x".to_vec())
+            Ok(Value::Bytes(b"x".to_vec()))
         );
-        assert_eq!(values_of(vec![], false), Value::Null);
+        assert_eq!(values_of(vec![], false), Ok(Value::Null));
         assert_eq!(
             values_of(vec![b"a".to_vec(), b"b".to_vec()], false),
-            Value::Multi(vec![Value::Text("a".into()), Value::Text("b".into())])
+            Ok(Value::Multi(vec![
+                Value::Text("a".into()),
+                Value::Text("b".into())
+            ]))
         );
     }
 
@@ -2769,21 +3276,195 @@ mod tests {
         assert!(s.is_binary("jpegPhoto"));
         assert!(s.is_binary("objectGUID"));
         assert!(!s.is_binary("cn"));
-        let guid = s.column("objectGUID", false);
+        let guid = s.column("objectGUID", "objectGUID");
         assert_eq!(guid.value_type, ValueType::Binary);
         assert!(!guid.multivalued);
-        assert!(s.column("cn", false).multivalued);
+        assert!(s.column("cn", "cn").multivalued);
+        assert!(
+            !s.column("2.16.840.1.113730.3.1.39", "2.16.840.1.113730.3.1.39")
+                .multivalued
+        );
         let lang = s.find("preferredLanguage").expect("preferredLanguage");
         assert!(lang.single_value);
         assert!(!s.find("createTimestamp").expect("createTimestamp").user);
-        assert_eq!(
-            s.user_attribute_names(),
-            ["cn", "jpegPhoto", "name", "objectGUID", "preferredLanguage"]
-        );
         // Unknown attributes are text that may repeat.
-        let unknown = s.column("fooBar", false);
+        let unknown = s.column("fooBar", "fooBar");
         assert_eq!(unknown.value_type, ValueType::String);
         assert!(unknown.multivalued);
+    }
+
+    /// OpenLDAP's definitions, as its subschema writes them (core.ldif, cosine.ldif).
+    fn openldap_like() -> Subschema {
+        Subschema::from_parts(
+            [
+                "( 2.5.4.0 NAME 'objectClass' EQUALITY objectIdentifierMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.38 )",
+                "( 2.5.4.41 NAME 'name' SYNTAX 1.3.6.1.4.1.1466.115.121.1.15{32768} )",
+                "( 2.5.4.3 NAME ( 'cn' 'commonName' ) SUP name )",
+                "( 2.5.4.4 NAME ( 'sn' 'surname' ) SUP name )",
+                "( 2.5.4.35 NAME 'userPassword' SYNTAX 1.3.6.1.4.1.1466.115.121.1.40{128} )",
+                "( 2.5.4.20 NAME 'telephoneNumber' SYNTAX 1.3.6.1.4.1.1466.115.121.1.50{32} )",
+                "( 0.9.2342.19200300.100.1.53 NAME 'personalSignature' SYNTAX 1.3.6.1.4.1.1466.115.121.1.23 )",
+                "( 1.3.6.1.4.1.42.2.27.8.1.1 NAME 'faxLike' SYNTAX 1.2.3.4 )",
+                "( 2.5.18.1 NAME 'createTimestamp' SYNTAX 1.3.6.1.4.1.1466.115.121.1.24 SINGLE-VALUE USAGE directoryOperation )",
+                "( 1.1.1 NAME 'old' OBSOLETE SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )",
+            ],
+            [
+                "( 2.5.6.0 NAME 'top' DESC 'top of the superclass chain' ABSTRACT MUST objectClass )",
+                "( 2.5.6.6 NAME 'person' DESC 'RFC2256: a person' SUP top STRUCTURAL MUST ( sn $ cn ) MAY ( userPassword $ telephoneNumber $ old $ createTimestamp ) )",
+                "( 9.9.9 NAME 'signer' AUXILIARY MAY (personalSignature$faxLike$undefinedAttr) )",
+                "( 9.9.8 NAME 'gone' OBSOLETE MAY name )",
+            ],
+            [
+                "( 1.2.3.4 DESC 'Something binary' X-NOT-HUMAN-READABLE 'TRUE' )",
+                "( 1.3.6.1.4.1.1466.115.121.1.15 DESC 'Directory String' )",
+            ],
+        )
+    }
+
+    #[test]
+    fn names_aliases_and_oids_find_one_key() {
+        let s = openldap_like();
+        assert_eq!(s.key("cn"), "2.5.4.3");
+        assert_eq!(s.key("commonName"), "2.5.4.3");
+        assert_eq!(s.key("2.5.4.3"), "2.5.4.3");
+        assert_eq!(s.key("CN;Lang-FR"), "2.5.4.3;lang-fr");
+        assert_eq!(s.key("cn;x-b;lang-fr"), s.key("commonName;lang-fr;x-b"));
+        assert_eq!(s.key("userPassword;binary"), "2.5.4.35");
+        assert_eq!(s.key("member;range=0-1499"), "member");
+        assert_eq!(Subschema::default().key("commonName"), "commonname");
+        // A column asked for by alias or OID gets the values the server returns under its name.
+        let mut columns = vec![
+            Column::new("commonName"),
+            Column::new("2.5.4.4"),
+            Column::new("CN"),
+            Column::new("telephoneNumber"),
+        ];
+        for c in columns.iter_mut() {
+            c.binary = s.is_binary(&c.request);
+        }
+        let columns = Columns::new(columns, &s);
+        let row = columns
+            .row(
+                Entry {
+                    dn: "cn=a,dc=x".into(),
+                    attrs: vec![
+                        ("cn".into(), vec![b"a".to_vec()]),
+                        ("sn".into(), vec![b"b".to_vec()]),
+                        ("cn;lang-fr".into(), vec![b"ignored".to_vec()]),
+                    ],
+                },
+                &s,
+            )
+            .expect("row");
+        assert_eq!(
+            row,
+            vec![
+                Value::Text("cn=a,dc=x".into()),
+                Value::Text("dc=x".into()),
+                Value::Text("a".into()),
+                Value::Text("b".into()),
+                Value::Text("a".into()),
+                Value::Null,
+            ]
+        );
+    }
+
+    #[test]
+    fn binary_is_decided_per_column_from_the_syntax() {
+        let s = openldap_like();
+        assert!(s.is_binary("personalSignature"), "Fax syntax");
+        assert!(s.is_binary("0.9.2342.19200300.100.1.53"));
+        assert!(
+            s.is_binary("faxLike"),
+            "X-NOT-HUMAN-READABLE in ldapSyntaxes"
+        );
+        assert!(s.is_binary("userPassword"));
+        assert!(s.is_binary("cn;binary"));
+        assert!(!s.is_binary("cn"));
+        assert!(!s.is_binary("unknownAttr"));
+        let mut c = Column::new("personalSignature");
+        c.binary = s.is_binary(&c.request);
+        let mut t = Column::new("telephoneNumber");
+        t.binary = s.is_binary(&t.request);
+        let columns = Columns::new(vec![c, t], &s);
+        let entry = |sig: &[u8], phone: &[u8]| Entry {
+            dn: "cn=a".into(),
+            attrs: vec![
+                ("personalSignature".into(), vec![sig.to_vec()]),
+                ("telephoneNumber".into(), vec![phone.to_vec()]),
+            ],
+        };
+        // ASCII or not, a binary column is bytes in every row.
+        let r1 = columns.row(entry(b"ASCII", b"1"), &s).expect("row");
+        let r2 = columns.row(entry(&[0xff, 0], b"2"), &s).expect("row");
+        assert_eq!(r1[2], Value::Bytes(b"ASCII".to_vec()));
+        assert_eq!(r2[2], Value::Bytes(vec![0xff, 0]));
+        assert_eq!(r1[1], Value::Null, "a DN of one RDN has no parent");
+        // A text column with a value that is not UTF-8 fails with the fix.
+        let e = columns
+            .row(entry(b"x", &[0xfe]), &s)
+            .expect_err("not UTF-8");
+        assert!(e.contains("telephoneNumber;binary"), "{e}");
+        assert!(e.contains("1.3.6.1.4.1.1466.115.121.1.50"), "{e}");
+        assert!(e.contains("entry cn=a"), "{e}");
+    }
+
+    #[test]
+    fn fallback_columns_come_from_the_object_classes() {
+        let s = openldap_like();
+        // person and top: MUST and MAY, without the password, operational and obsolete ones.
+        assert_eq!(
+            s.attributes_of_classes(["Person"]),
+            ["cn", "objectClass", "sn", "telephoneNumber"]
+        );
+        // An auxiliary class adds its own; a type the subschema lacks keeps its name; unknown
+        // classes are skipped; a class named by OID is found.
+        assert_eq!(
+            s.attributes_of_classes(["2.5.6.6", "signer", "noSuchClass"]),
+            [
+                "cn",
+                "faxLike",
+                "objectClass",
+                "personalSignature",
+                "sn",
+                "telephoneNumber",
+                "undefinedAttr"
+            ]
+        );
+        assert!(
+            s.attributes_of_classes(["gone"]).is_empty(),
+            "obsolete class"
+        );
+        assert!(s.attributes_of_classes(Vec::<&str>::new()).is_empty());
+    }
+
+    #[test]
+    fn ranged_answers_are_complete_or_an_error() {
+        let s = openldap_like();
+        let key = s.key("member");
+        let answer = |d: &str| vec![(d.to_string(), vec![b"v".to_vec()])];
+        assert_eq!(
+            range_answer(&s, &key, "member;range=2-*", 2, answer("member;range=2-*")),
+            Ok((vec![b"v".to_vec()], None))
+        );
+        assert_eq!(
+            range_answer(&s, &key, "member;range=2-*", 2, answer("Member;Range=2-3")),
+            Ok((vec![b"v".to_vec()], Some(3)))
+        );
+        let err = |d: Vec<(String, Vec<Vec<u8>>)>| {
+            range_answer(&s, &key, "member;range=2-*", 2, d).expect_err("an error")
+        };
+        assert!(err(answer("member")).contains("without a range"));
+        assert!(err(answer("member;range=2-x")).contains("malformed range"));
+        assert!(err(answer("member;range=5-*")).contains("answered with member;range=5-*"));
+        assert!(err(answer("cn")).contains("returned no values"));
+        assert!(err(Vec::new()).contains("returned no values"));
+        let mut two = answer("member;range=2-3");
+        two.extend(answer("member;range=4-*"));
+        assert!(err(two).contains("several ranges"));
+        assert_eq!(range_of("member"), Ok(None));
+        assert!(range_of("member;range=0-").is_err());
+        assert!(range_of("member;range=9-2").is_err());
     }
 
     fn primitive(class: TagClass, id: u64, bytes: &[u8]) -> StructureTag {
@@ -2841,14 +3522,16 @@ mod tests {
         let entry = parse_entry(tag).expect("entry");
         assert_eq!(entry.dn, "cn=a\\,b,ou=x");
         assert_eq!(entry.attrs.len(), 4);
-        let (dn, values) = entry.into_values();
-        let columns = vec![
-            Column::new("cn"),
-            Column::new("member"),
-            Column::new("jpegPhoto"),
-            Column::new("mail"),
-        ];
-        let row = entry_row(dn, values, &columns);
+        let columns = Columns::new(
+            vec![
+                Column::new("cn"),
+                Column::new("member"),
+                Column::new("jpegPhoto"),
+                Column::new("mail"),
+            ],
+            &Subschema::default(),
+        );
+        let row = columns.row(entry, &Subschema::default()).expect("a row");
         assert_eq!(
             row,
             vec![
@@ -2889,5 +3572,542 @@ mod tests {
         let v = items(&indexed);
         assert_eq!(v[0]["Server"], "a");
         assert_eq!(v[1]["Server"], "b");
+    }
+
+    /// A scripted LDAP server on a loopback port, for what slapd cannot be made to do: paging
+    /// that makes no progress, limits on a middle page, malformed controls, ranged values.
+    mod fake {
+        use ldap3::asn1::{PL, StructureTag, TagClass, parse_tag};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            let n = content.len();
+            if n < 128 {
+                out.push(n as u8);
+            } else {
+                let bytes: Vec<u8> = n
+                    .to_be_bytes()
+                    .into_iter()
+                    .skip_while(|b| *b == 0)
+                    .collect();
+                out.push(0x80 | bytes.len() as u8);
+                out.extend(bytes);
+            }
+            out.extend_from_slice(content);
+            out
+        }
+
+        fn octets(b: &[u8]) -> Vec<u8> {
+            tlv(0x04, b)
+        }
+
+        fn int(v: u32) -> Vec<u8> {
+            let mut bytes: Vec<u8> = v
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            if bytes.first().is_none_or(|b| b & 0x80 != 0) {
+                bytes.insert(0, 0);
+            }
+            tlv(0x02, &bytes)
+        }
+
+        fn seq(parts: &[Vec<u8>]) -> Vec<u8> {
+            tlv(0x30, &parts.concat())
+        }
+
+        /// SearchResultDone with a result code.
+        pub fn done(rc: u8) -> Vec<u8> {
+            tlv(0x65, &[tlv(0x0a, &[rc]), octets(b""), octets(b"")].concat())
+        }
+
+        /// SearchResultEntry.
+        pub fn entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> Vec<u8> {
+            let list: Vec<Vec<u8>> = attrs
+                .iter()
+                .map(|(name, values)| {
+                    let vals: Vec<Vec<u8>> = values.iter().map(|v| octets(v)).collect();
+                    seq(&[octets(name.as_bytes()), tlv(0x31, &vals.concat())])
+                })
+                .collect();
+            tlv(0x64, &[octets(dn.as_bytes()), seq(&list)].concat())
+        }
+
+        /// The paged-results response control with a cookie.
+        pub fn paged(cookie: &[u8]) -> Vec<u8> {
+            control(&seq(&[int(0), octets(cookie)]))
+        }
+
+        /// A paged-results response control with any value.
+        pub fn control(value: &[u8]) -> Vec<u8> {
+            seq(&[octets(super::PAGED_RESULTS_OID.as_bytes()), octets(value)])
+        }
+
+        /// What the script sees of a search request.
+        #[derive(Debug, Clone)]
+        pub struct Search {
+            pub base: String,
+            pub attrs: Vec<String>,
+            /// The paged-results cookie, when the control was sent.
+            pub cookie: Option<Vec<u8>>,
+        }
+
+        /// An answer: protocol operations, each with its response controls (or none).
+        pub type Answer = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+        pub type Script = Arc<dyn Fn(&Search) -> Answer + Send + Sync>;
+
+        pub struct Server {
+            pub port: u16,
+            pub searches: Arc<AtomicUsize>,
+        }
+
+        impl Server {
+            pub fn searches(&self) -> usize {
+                self.searches.load(Ordering::SeqCst)
+            }
+        }
+
+        fn uint(bytes: &[u8]) -> u64 {
+            bytes.iter().fold(0, |n, b| (n << 8) | u64::from(*b))
+        }
+
+        fn primitive(t: &StructureTag) -> Option<&[u8]> {
+            match &t.payload {
+                PL::P(b) => Some(b),
+                PL::C(_) => None,
+            }
+        }
+
+        fn parts(t: &StructureTag) -> &[StructureTag] {
+            match &t.payload {
+                PL::C(v) => v,
+                PL::P(_) => &[],
+            }
+        }
+
+        fn search_of(op: &StructureTag, controls: Option<&StructureTag>) -> Search {
+            let p = parts(op);
+            let text = |t: Option<&StructureTag>| {
+                String::from_utf8_lossy(t.and_then(primitive).unwrap_or_default()).into_owned()
+            };
+            let attrs = p
+                .get(7)
+                .map(|a| parts(a).iter().map(|t| text(Some(t))).collect())
+                .unwrap_or_default();
+            let cookie = controls.and_then(|c| {
+                parts(c).iter().find_map(|ctrl| {
+                    let fields = parts(ctrl);
+                    if text(fields.first()) != super::PAGED_RESULTS_OID {
+                        return None;
+                    }
+                    let value = fields.last().and_then(primitive)?;
+                    let (_, tag) = parse_tag(value).ok()?;
+                    parts(&tag).get(1).and_then(primitive).map(<[u8]>::to_vec)
+                })
+            });
+            Search {
+                base: text(p.first()),
+                attrs,
+                cookie,
+            }
+        }
+
+        pub async fn start(script: Script) -> Server {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let searches = Arc::new(AtomicUsize::new(0));
+            let counter = searches.clone();
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(serve(socket, script.clone(), counter.clone()));
+                }
+            });
+            Server { port, searches }
+        }
+
+        async fn serve(
+            mut socket: tokio::net::TcpStream,
+            script: Script,
+            searches: Arc<AtomicUsize>,
+        ) {
+            let mut buf: Vec<u8> = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                while let Ok((rest, msg)) = parse_tag(&buf) {
+                    let used = buf.len() - rest.len();
+                    let p = parts(&msg).to_vec();
+                    buf.drain(..used);
+                    let id = p.first().and_then(primitive).map(uint).unwrap_or(0) as u32;
+                    let Some(op) = p.get(1) else { return };
+                    let controls = p
+                        .get(2)
+                        .filter(|c| matches!(c.class, TagClass::Context) && c.id == 0);
+                    let answer: Answer = match (op.class, op.id) {
+                        (TagClass::Application, 0) => vec![(
+                            tlv(0x61, &[tlv(0x0a, &[0]), octets(b""), octets(b"")].concat()),
+                            None,
+                        )],
+                        (TagClass::Application, 3) => {
+                            searches.fetch_add(1, Ordering::SeqCst);
+                            script(&search_of(op, controls))
+                        }
+                        (TagClass::Application, 2) => return,
+                        _ => Vec::new(),
+                    };
+                    for (op, ctrls) in answer {
+                        let mut msg = vec![int(id), op];
+                        if let Some(c) = ctrls {
+                            msg.push(tlv(0xa0, &c));
+                        }
+                        if socket.write_all(&seq(&msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    }
+
+    /// Rows by table, from a sink that keeps them in memory.
+    type Tables = Arc<std::sync::Mutex<BTreeMap<String, Vec<Row>>>>;
+
+    struct MemoryOpener {
+        tables: Tables,
+        cancel: CancellationToken,
+    }
+
+    impl super::super::sink::TableOpener for MemoryOpener {
+        fn open(
+            &self,
+            table: Option<&str>,
+            columns: Vec<String>,
+        ) -> Result<super::super::TableWriter, super::super::SinkError> {
+            use super::super::sink::Batch;
+            let name = table.unwrap_or_default().to_string();
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(4);
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let store = self.tables.clone();
+            let file = format!("Dir_{name}.csv");
+            let stats_file = file.clone();
+            tokio::spawn(async move {
+                let mut rows: Vec<Row> = Vec::new();
+                while let Some(b) = rx.recv().await {
+                    match b {
+                        Batch::Rows(r) => rows.extend(r),
+                        Batch::Finish => {
+                            let n = rows.len() as u64;
+                            if let Ok(mut t) = store.lock() {
+                                t.insert(name, rows);
+                            }
+                            let _ = done_tx.send(Ok(super::super::TableStats {
+                                file: stats_file,
+                                rows: n,
+                                bytes: 0,
+                                sha256: String::new(),
+                            }));
+                            return;
+                        }
+                    }
+                }
+            });
+            Ok(super::super::TableWriter::new(
+                file,
+                columns.len(),
+                tx,
+                done_rx,
+                self.cancel.clone(),
+            ))
+        }
+    }
+
+    /// Exports from the fake server with PageSize 2: the tables, or the error.
+    async fn export_from(
+        script: fake::Script,
+        attributes: &[&str],
+        tables: J,
+    ) -> (Result<BTreeMap<String, Vec<Row>>, PackageError>, usize) {
+        let server = fake::start(script).await;
+        let s = settings(vec![
+            (
+                "Servers",
+                structured(json!([{"Server": format!("ldap://127.0.0.1:{}", server.port)}])),
+            ),
+            ("Tables", structured(tables)),
+            (
+                "Attributes",
+                SettingValue::TextList(attributes.iter().map(|a| a.to_string()).collect()),
+            ),
+            ("PageSize", SettingValue::Integer(2)),
+            ("TimeOut", SettingValue::Integer(20)),
+        ]);
+        let cancel = CancellationToken::new();
+        let conn = ConnectionRef {
+            identifier: crate::ident::Ident::new("Dir"),
+            settings: std::sync::Arc::new(s),
+            cancel: cancel.clone(),
+            mapped_columns: Vec::new(),
+        };
+        let tables: Tables = Default::default();
+        let sink = RowSink::new(std::sync::Arc::new(MemoryOpener {
+            tables: tables.clone(),
+            cancel,
+        }));
+        let result = LdapPackage
+            .export(&conn, ExportMode::Complete, sink)
+            .await
+            .map(|_| tables.lock().map(|t| t.clone()).unwrap_or_default());
+        (result, server.searches())
+    }
+
+    fn people() -> J {
+        json!([{"Table": "entries", "BaseDN": "ou=p"}])
+    }
+
+    /// The root DSE and the subschema (not readable), then `pages` for ou=p.
+    fn script(
+        pages: impl Fn(&fake::Search) -> fake::Answer + Send + Sync + 'static,
+    ) -> fake::Script {
+        std::sync::Arc::new(move |s: &fake::Search| match s.base.as_str() {
+            "" => vec![(fake::done(0), None)],
+            "cn=Subschema" => vec![(fake::done(32), None)],
+            _ => pages(s),
+        })
+    }
+
+    fn person(i: usize) -> Vec<u8> {
+        fake::entry(
+            &format!("cn=u{i},ou=p"),
+            &[("cn", &[format!("u{i}").as_bytes()])],
+        )
+    }
+
+    #[tokio::test]
+    async fn paging_that_makes_no_progress_stops() {
+        // Page 1: two entries and cookie c1; then no entry and c1 again, for ever.
+        let (result, searches) = export_from(
+            script(|s| match s.cookie.as_deref() {
+                Some(b"c1") => vec![(fake::done(0), Some(fake::paged(b"c1")))],
+                _ => vec![
+                    (person(1), None),
+                    (person(2), None),
+                    (fake::done(0), Some(fake::paged(b"c1"))),
+                ],
+            }),
+            &["cn"],
+            people(),
+        )
+        .await;
+        let e = result.expect_err("no progress");
+        assert!(e.message.contains("no progress"), "{}", e.message);
+        assert!(e.message.contains("after 2 entries"), "{}", e.message);
+        // Root DSE, subschema, page 1, then MAX_STALLED_PAGES pages.
+        assert_eq!(searches, 3 + MAX_STALLED_PAGES as usize);
+
+        // New cookies every time, but never an entry: stopped after MAX_EMPTY_PAGES pages.
+        let (result, searches) = export_from(
+            script(|s| {
+                let n = s.cookie.as_ref().map_or(0, |c| c.len());
+                vec![(fake::done(0), Some(fake::paged(&vec![b'x'; n + 1])))]
+            }),
+            &["cn"],
+            people(),
+        )
+        .await;
+        let e = result.expect_err("no entries");
+        assert!(
+            e.message.contains("pages in a row with no entry"),
+            "{}",
+            e.message
+        );
+        assert_eq!(searches, 2 + MAX_EMPTY_PAGES as usize);
+    }
+
+    #[tokio::test]
+    async fn every_page_result_code_is_checked() {
+        for (rc, words) in [
+            (4u8, "sizeLimitExceeded"),
+            (11, "adminLimitExceeded"),
+            (3, "timeLimitExceeded"),
+            (80, "result code 80"),
+        ] {
+            // Page 2 ends with a limit but still hands out a cookie: no silent truncation.
+            let (result, _) = export_from(
+                script(move |s| match s.cookie.as_deref() {
+                    Some(b"c1") => vec![
+                        (person(3), None),
+                        (fake::done(rc), Some(fake::paged(b"c2"))),
+                    ],
+                    Some(b"c2") => vec![(person(4), None), (fake::done(0), Some(fake::paged(b"")))],
+                    _ => vec![
+                        (person(1), None),
+                        (person(2), None),
+                        (fake::done(0), Some(fake::paged(b"c1"))),
+                    ],
+                }),
+                &["cn"],
+                people(),
+            )
+            .await;
+            let e = result.expect_err("a limit on page 2");
+            assert!(e.message.contains(words), "{rc}: {}", e.message);
+        }
+        // The same server without the limit: four rows.
+        let (result, _) = export_from(
+            script(|s| match s.cookie.as_deref() {
+                Some(b"c1") => vec![(person(3), None), (fake::done(0), Some(fake::paged(b"c2")))],
+                Some(b"c2") => vec![(person(4), None), (fake::done(0), Some(fake::paged(b"")))],
+                _ => vec![
+                    (person(1), None),
+                    (person(2), None),
+                    (fake::done(0), Some(fake::paged(b"c1"))),
+                ],
+            }),
+            &["cn"],
+            people(),
+        )
+        .await;
+        let tables = result.expect("four rows");
+        assert_eq!(tables["entries"].len(), 4);
+        assert_eq!(tables["entries"][3][2], Value::Text("u4".into()));
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_malformed_paging_control_is_an_error() {
+        // Page 2 without the control: the rest cannot be asked for.
+        let (result, _) = export_from(
+            script(|s| match s.cookie.as_deref() {
+                Some(b"c1") => vec![(person(3), None), (fake::done(0), None)],
+                _ => vec![(person(1), None), (fake::done(0), Some(fake::paged(b"c1")))],
+            }),
+            &["cn"],
+            people(),
+        )
+        .await;
+        let e = result.expect_err("no control on page 2");
+        assert!(
+            e.message.contains("without the paged-results control"),
+            "{}",
+            e.message
+        );
+        // A control whose value is not a SEQUENCE: an error, never a panic.
+        let (result, _) = export_from(
+            script(|_| {
+                vec![
+                    (person(1), None),
+                    (fake::done(0), Some(fake::control(&[0x04, 0x00]))),
+                ]
+            }),
+            &["cn"],
+            people(),
+        )
+        .await;
+        let e = result.expect_err("malformed control");
+        assert!(
+            e.message.contains("malformed paged-results control"),
+            "{}",
+            e.message
+        );
+        // A server that ignores paging: its one answer is the whole table.
+        let (result, _) = export_from(
+            script(|_| {
+                vec![
+                    (person(1), None),
+                    (person(2), None),
+                    (person(3), None),
+                    (fake::done(0), None),
+                ]
+            }),
+            &["cn"],
+            people(),
+        )
+        .await;
+        assert_eq!(result.expect("one answer")["entries"].len(), 3);
+    }
+
+    #[tokio::test]
+    async fn ranged_values_are_completed_or_the_export_fails() {
+        // cn=g,ou=p has member;range=0-1 in the search, the rest on request; `rest` answers the
+        // follow-up for member;range=2-*.
+        let run = |rest: fake::Answer| {
+            let rest = std::sync::Arc::new(rest);
+            export_from(
+                script(move |s| {
+                    if s.base == "cn=g,ou=p" {
+                        assert_eq!(s.attrs, ["member;range=2-*"]);
+                        return rest.as_ref().clone();
+                    }
+                    vec![
+                        (
+                            fake::entry(
+                                "cn=g,ou=p",
+                                &[("cn", &[b"g"]), ("member;range=0-1", &[b"u1", b"u2"])],
+                            ),
+                            None,
+                        ),
+                        (fake::done(0), Some(fake::paged(b""))),
+                    ]
+                }),
+                &["cn", "member"],
+                json!([{"Table": "entries", "BaseDN": "ou=p"}, {"Table": "member", "BaseDN": "ou=p"}]),
+            )
+        };
+        let (result, _) = run(vec![
+            (
+                fake::entry("cn=g,ou=p", &[("member;range=2-*", &[b"u3"])]),
+                None,
+            ),
+            (fake::done(0), None),
+        ])
+        .await;
+        let tables = result.expect("complete");
+        assert_eq!(
+            tables["entries"][0][3],
+            Value::Multi(vec![
+                Value::Text("u1".into()),
+                Value::Text("u2".into()),
+                Value::Text("u3".into())
+            ])
+        );
+        assert_eq!(tables["member"].len(), 3, "one link row per value");
+
+        for (rest, words) in [
+            (
+                vec![
+                    (fake::entry("cn=g,ou=p", &[("member", &[b"u3"])]), None),
+                    (fake::done(0), None),
+                ],
+                "without a range",
+            ),
+            (
+                vec![
+                    (
+                        fake::entry("cn=g,ou=p", &[("member;range=2-", &[b"u3"])]),
+                        None,
+                    ),
+                    (fake::done(0), None),
+                ],
+                "malformed range",
+            ),
+            (
+                vec![(fake::entry("cn=g,ou=p", &[]), None), (fake::done(0), None)],
+                "returned no values",
+            ),
+            (vec![(fake::done(50), None)], "result code 50"),
+        ] {
+            let (result, _) = run(rest).await;
+            let e = result.expect_err(words);
+            assert!(e.message.contains(words), "{words}: {}", e.message);
+            assert!(e.message.contains("cn=g,ou=p"), "{}", e.message);
+        }
     }
 }

@@ -57,7 +57,7 @@ pub async fn resolve(
     let n = match received {
         Err(_) => {
             return Err(format!(
-                "the SQL Server Browser on {host} (UDP {browser_port}) did not answer within {} s; is the SQL Server Browser service running and UDP {browser_port} open? Or give the port: Server={host},PORT",
+                "the SQL Server Browser on {host} (UDP {browser_port}) did not answer for instance {instance} within {} s (it stays silent for instances it does not know); check the instance name, that the SQL Server Browser service runs and that UDP {browser_port} is open, or give the port: Server={host},PORT",
                 wait.as_secs()
             ));
         }

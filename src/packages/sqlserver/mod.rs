@@ -218,8 +218,7 @@ pub fn tds_error(e: &tiberius::error::Error, what: &str, redactor: &Redactor) ->
 pub async fn connect(settings: &Settings) -> Result<(TdsClient, Target), PackageError> {
     let t = target(settings).map_err(|p| PackageError::config(p.message))?;
     let redactor = settings.redactor();
-    // tiberius uses the process-wide rustls provider when one is installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     let port = match (t.address.port, &t.address.instance) {
         (Some(p), _) => p,
         (None, Some(instance)) => {
