@@ -831,3 +831,80 @@ fn the_password_never_shows_even_at_trace_level() {
             .all(|f| f.ends_with("appsettings.agent.json"))
     );
 }
+
+#[test]
+fn csv_encoding_writes_the_chosen_encoding() {
+    let r = Responder::start(
+        script()
+            .reply(
+                Matcher::Contains("FROM dbo.latin".into()),
+                Reply::set(ResultSet::fixed(
+                    vec![Column::new("name", SqlType::NVarChar(20))],
+                    vec![vec![Cell::str("café €")], vec![Cell::str("Zoë")]],
+                )),
+            )
+            .reply(
+                Matcher::Contains("FROM dbo.han".into()),
+                Reply::set(ResultSet::fixed(
+                    vec![Column::new("name", SqlType::NVarChar(20))],
+                    vec![vec![Cell::str("café")], vec![Cell::str("李")]],
+                )),
+            ),
+    );
+    let run = |encoding: &str, table: &str| {
+        let ws = workspace(json!({
+            "ConnectionString": cs(&r),
+            "SqlCommand": format!("SELECT name FROM dbo.{table}"),
+            "CsvEncoding": encoding,
+        }));
+        let out = ws.run(&["export", "--connection", "Mssql"]);
+        (ws, out)
+    };
+    let (ws, out) = run("windows-1252", "latin");
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        std::fs::read(ws.output_file("Mssql.csv")).unwrap(),
+        b"name\ncaf\xE9 \x80\nZo\xEB\n"
+    );
+    let (ws, out) = run("UTF-16", "han");
+    assert_eq!(out.code, 0, "{}", out.all());
+    let mut want = vec![0xFF, 0xFE];
+    for u in "name\ncafé\n李\n".encode_utf16() {
+        want.extend_from_slice(&u.to_le_bytes());
+    }
+    assert_eq!(std::fs::read(ws.output_file("Mssql.csv")).unwrap(), want);
+    // A character the encoding cannot hold fails the table; the previous file stays.
+    let ws = workspace(json!({
+        "ConnectionString": cs(&r),
+        "SqlCommand": "SELECT name FROM dbo.han",
+        "CsvEncoding": "ISO-8859-1",
+    }));
+    ws.write("Temp/ExportOutput/Mssql.csv", "previous\n");
+    let out = ws.run(&["export", "--connection", "Mssql"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("the character '李' (U+674E) cannot be written in windows-1252"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ws.output_names(), ["Mssql.csv"]);
+    assert_eq!(
+        std::fs::read_to_string(ws.output_file("Mssql.csv")).unwrap(),
+        "previous\n"
+    );
+    // An unknown name is a validation error that names the setting.
+    let ws = workspace(json!({
+        "ConnectionString": cs(&r),
+        "SqlCommand": "SELECT 1",
+        "CsvEncoding": "EBCDIC-klingon",
+    }));
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(
+        out.stderr.contains("CsvEncoding")
+            && out.stderr.contains("\"EBCDIC-klingon\" is not known"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,6 +1,7 @@
 //! Export runs: which connections to export, running each package into an atomic CSV sink, and
 //! what happened. This module does not know which technology it drives.
 
+pub mod encoding;
 pub mod sink;
 
 use crate::config::{Connection, Deactivation, Ident, SettingsState, Snapshot};
@@ -360,13 +361,36 @@ pub async fn run_one(
     for p in CsvOutput::remove_stale_partials(&out_dir, conn.identifier.as_str()) {
         tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
     }
+    // Only packages whose settings spec has CsvEncoding honour it (elsewhere it is an unknown key).
+    let has_encoding = package
+        .info()
+        .settings
+        .iter()
+        .any(|s| s.name == "CsvEncoding");
+    let encoding = match settings
+        .text("CsvEncoding")
+        .filter(|_| has_encoding)
+        .map(encoding::OutputEncoding::parse)
+        .transpose()
+    {
+        Ok(e) => e.unwrap_or_default(),
+        Err(e) => {
+            return report(failed(
+                FailureClass::Config,
+                format!("connection {}: CsvEncoding: {e}", conn.identifier),
+            ));
+        }
+    };
     let run_cancel = cancel.child_token();
-    let output = Arc::new(CsvOutput::new(
-        &out_dir,
-        conn.identifier.as_str(),
-        run_cancel.clone(),
-        progress,
-    ));
+    let output = Arc::new(
+        CsvOutput::new(
+            &out_dir,
+            conn.identifier.as_str(),
+            run_cancel.clone(),
+            progress,
+        )
+        .with_encoding(encoding),
+    );
     let cref = ConnectionRef {
         identifier: conn.identifier.clone(),
         settings: settings.clone(),

@@ -3,6 +3,7 @@
 //! to its final name and fsyncs the folder; `abandon` removes the partial files. Nothing else ever
 //! creates or replaces a file under a final name.
 
+use super::encoding::{OutputEncoding, Transcoder};
 use crate::fsutil::{PARTIAL_SUFFIX, fsync_dir, partial_path};
 use crate::packages::sink::{Batch, CHANNEL_BATCHES, TableOpener};
 use crate::packages::{SinkError, TableStats, TableWriter};
@@ -73,6 +74,7 @@ pub struct CsvOutput {
     connection: String,
     cancel: CancellationToken,
     progress: Arc<Progress>,
+    encoding: OutputEncoding,
     tables: Mutex<Vec<OpenTable>>,
 }
 
@@ -114,8 +116,15 @@ impl CsvOutput {
             connection: connection.to_string(),
             cancel,
             progress,
+            encoding: OutputEncoding::Utf8,
             tables: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Writes the tables in `encoding` instead of UTF-8.
+    pub fn with_encoding(mut self, encoding: OutputEncoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// Removes partial files of this connection left by an earlier run that crashed.
@@ -245,6 +254,7 @@ impl TableOpener for CsvOutput {
             columns: columns.clone(),
             state: state.clone(),
             progress: self.progress.clone(),
+            encoding: self.encoding,
         };
         let thread = std::thread::Builder::new()
             .name(format!("csv-{file}"))
@@ -273,6 +283,7 @@ struct WriterJob {
     columns: Vec<String>,
     state: Arc<Mutex<TableState>>,
     progress: Arc<Progress>,
+    encoding: OutputEncoding,
 }
 
 impl WriterJob {
@@ -319,10 +330,11 @@ impl WriterJob {
             hash: Sha256::new(),
             progress: self.progress.clone(),
         };
+        let transcoder = Transcoder::new(counting, self.encoding).map_err(werr)?;
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
             .quote_style(csv::QuoteStyle::Necessary)
-            .from_writer(counting);
+            .from_writer(transcoder);
         let cerr = |e: csv::Error| SinkError::Write {
             file: self.file.clone(),
             message: e.to_string(),
@@ -356,7 +368,11 @@ impl WriterJob {
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
                 Batch::Finish => {
-                    let counting = w.into_inner().map_err(|e| werr(e.into_error()))?;
+                    let counting = w
+                        .into_inner()
+                        .map_err(|e| werr(e.into_error()))?
+                        .finish()
+                        .map_err(werr)?;
                     let bytes = counting.bytes;
                     let sha256 = hex::encode(counting.hash.clone().finalize());
                     let file = counting

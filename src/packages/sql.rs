@@ -42,6 +42,16 @@ pub const TIMEOUT: SettingSpec = SettingSpec {
     description: "Seconds a whole query may take; no limit when unset or 0.",
 };
 
+pub const CSV_ENCODING: SettingSpec = SettingSpec {
+    name: "CsvEncoding",
+    section: Section::Advanced,
+    kind: SettingKind::Text,
+    default: Some("UTF-8"),
+    required: false,
+    secured: false,
+    description: "Encoding of the connection tables written: UTF-8 (no BOM), UTF-8-BOM, UTF-16 (little-endian, with BOM), UTF-16BE, US-ASCII, or a legacy encoding such as windows-1252. A character the encoding cannot hold fails the table.",
+};
+
 /// The longest `Timeout` accepted: a week.
 pub const MAX_TIMEOUT_SECONDS: i64 = 7 * 24 * 3600;
 
@@ -156,6 +166,15 @@ pub fn check_queries(settings: &Settings) -> Vec<Problem> {
             Some("SqlFile"),
             format!("the query file {} does not exist", path.display()),
             "create the file or correct the path (relative paths start at the settings file's folder)",
+        ));
+    }
+    if let Some(label) = settings.text("CsvEncoding")
+        && let Err(e) = crate::export::encoding::OutputEncoding::parse(label)
+    {
+        problems.push(Problem::new(
+            Some("CsvEncoding"),
+            e,
+            "leave CsvEncoding out for UTF-8, or give one of the names listed",
         ));
     }
     if let Some(t) = settings.integer("Timeout")

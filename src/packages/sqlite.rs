@@ -32,6 +32,7 @@ const SETTINGS: &[SettingSpec] = &[
     sql::SQL_FILE,
     sql::TABLES,
     sql::TIMEOUT,
+    sql::CSV_ENCODING,
 ];
 
 static INFO: PackageInfo = PackageInfo {

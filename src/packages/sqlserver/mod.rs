@@ -77,6 +77,7 @@ const SETTINGS: &[SettingSpec] = &[
     sql::SQL_FILE,
     sql::TABLES,
     sql::TIMEOUT,
+    sql::CSV_ENCODING,
     SettingSpec {
         name: "IsolationLevel",
         section: Section::Advanced,
