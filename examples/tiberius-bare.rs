@@ -33,6 +33,10 @@ async fn run(args: &[String]) -> Result<u64, String> {
         arg(args, "--password").unwrap_or_else(|| "bench-pass".into()),
     ));
     config.encryption(EncryptionLevel::Off);
+    // The responder's certificate is its own; the agent side of the benchmark trusts it the same way.
+    config.trust_cert();
+    // Both rustls back ends are linked: pick one, as the agent does.
+    connagent::install_crypto_provider();
     let tcp = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| e.to_string())?;

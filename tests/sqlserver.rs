@@ -908,3 +908,48 @@ fn csv_encoding_writes_the_chosen_encoding() {
         out.stderr
     );
 }
+
+#[test]
+fn tables_and_sql_file_make_one_file_each() {
+    let one_col = |name: &str, values: &[i64]| {
+        Reply::set(ResultSet::fixed(
+            vec![Column::not_null(name, SqlType::Int)],
+            values.iter().map(|v| vec![Cell::Int(*v)]).collect(),
+        ))
+    };
+    let r = Responder::start(
+        script()
+            .reply(
+                Matcher::Exact("SELECT * FROM [hr].[people]".into()),
+                one_col("id", &[1, 2]),
+            )
+            .reply(
+                Matcher::Contains("FROM dbo.groups".into()),
+                one_col("gid", &[7]),
+            )
+            .reply(
+                Matcher::Contains("FROM dbo.main".into()),
+                one_col("m", &[3]),
+            ),
+    );
+    let ws = workspace(json!({
+        "ConnectionString": cs(&r),
+        "SqlFile": "main.sql",
+        "Tables": [
+            {"Name": "people", "Table": "hr.people"},
+            {"Name": "groups", "SqlCommand": "SELECT gid FROM dbo.groups"}
+        ],
+    }));
+    ws.write("main.sql", "-- the main table\nSELECT m FROM dbo.main\n");
+    let out = ws.run(&["export", "--connection", "Mssql"]);
+    assert_no_secret(&out);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        ws.output_names(),
+        ["Mssql.csv", "Mssql_groups.csv", "Mssql_people.csv"]
+    );
+    let read = |f: &str| std::fs::read_to_string(ws.output_file(f)).unwrap();
+    assert_eq!(read("Mssql.csv"), "m\n3\n");
+    assert_eq!(read("Mssql_people.csv"), "id\n1\n2\n");
+    assert_eq!(read("Mssql_groups.csv"), "gid\n7\n");
+}
