@@ -131,6 +131,7 @@ pub struct ExportArgs {
 
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
+    disable_core_dumps();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -161,6 +162,18 @@ pub fn main() -> ExitCode {
 
 /// Logs to stderr (the journal under systemd): text, or JSON lines. RUST_LOG wins over `level`.
 /// No colours unless stderr is a terminal.
+/// A crash must not write the agent's memory, secrets included, to a core file: the soft and hard
+/// limits go to 0 (the unit also sets `LimitCORE=0`). A failure is ignored: it only means the
+/// limit stays what the environment set.
+fn disable_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass and changes only this process's limit.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+}
+
 fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))

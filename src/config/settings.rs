@@ -121,11 +121,37 @@ impl SettingsTree {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
+        // systemd credentials come after the environment: later wins.
+        let credentials = env
+            .iter()
+            .find(|(k, _)| k == CREDENTIALS_ENV)
+            .map(|(_, v)| PathBuf::from(v));
+        if let Some(cred_dir) = &credentials {
+            let (overlay, names) = credentials_overlay(cred_dir, hasher, diags);
+            merge(&mut root, overlay);
+            env_names.extend(names);
+        }
+        let positions = JsonPositions::scan(text);
+        let mut refs = References {
+            env,
+            credentials: credentials.as_deref(),
+            dir: &dir,
+            hasher,
+            diags,
+        };
+        let mut path = Vec::new();
+        for (k, v) in root.iter_mut() {
+            path.push(k.clone());
+            refs.resolve(v, &mut path, &|p: &[String]| {
+                origin_of(&env_names, &positions, &abs, p)
+            });
+            path.pop();
+        }
         Some(SettingsTree {
             path: abs,
             dir,
             root,
-            positions: JsonPositions::scan(text),
+            positions,
             env: env_names,
         })
     }
@@ -133,20 +159,7 @@ impl SettingsTree {
     /// Where the value at `path` came from: the environment variable that set it, else its place
     /// in the file (or the nearest enclosing key that is written there).
     pub fn origin(&self, path: &[&str]) -> Origin {
-        for n in (1..=path.len()).rev() {
-            let key = path[..n]
-                .iter()
-                .map(|s| s.to_ascii_lowercase())
-                .collect::<Vec<_>>()
-                .join("/");
-            if let Some(var) = self.env.get(&key) {
-                return Origin::Env(var.clone());
-            }
-            if let Some((line, col)) = self.positions.get(&path[..n]) {
-                return Origin::File(Location::new(&self.path, line, col));
-            }
-        }
-        Origin::File(Location::file_only(&self.path))
+        origin_of(&self.env, &self.positions, &self.path, path)
     }
 
     /// The value at `path`, keys compared case-insensitively.
@@ -170,6 +183,264 @@ impl SettingsTree {
             p.to_path_buf()
         } else {
             self.dir.join(p)
+        }
+    }
+}
+
+/// Where the value at `path` came from: the environment variable or credential that set it, else
+/// its place in the file (or the nearest enclosing key that is written there).
+fn origin_of<S: AsRef<str>>(
+    env: &HashMap<String, String>,
+    positions: &JsonPositions,
+    file: &Path,
+    path: &[S],
+) -> Origin {
+    for n in (1..=path.len()).rev() {
+        let key = path[..n]
+            .iter()
+            .map(|s| s.as_ref().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join("/");
+        if let Some(var) = env.get(&key) {
+            return Origin::Env(var.clone());
+        }
+        let segs: Vec<&str> = path[..n].iter().map(AsRef::as_ref).collect();
+        if let Some((line, col)) = positions.get(&segs) {
+            return Origin::File(Location::new(file, line, col));
+        }
+    }
+    Origin::File(Location::file_only(file))
+}
+
+/// systemd passes credentials (`LoadCredential=`, `SetCredential=`) as files in this folder.
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+
+/// The files of the credentials folder whose names are setting paths (`Connections__HRDb__Password`)
+/// as a tree, and for each key path the name shown as its origin. A file's content is the value,
+/// without one trailing newline. Other credentials (named for `${credential:NAME}`) are left alone.
+fn credentials_overlay(
+    dir: &Path,
+    hasher: &mut super::inputs::InputsHasher,
+    diags: &mut Diagnostics,
+) -> (Map<String, Value>, HashMap<String, String>) {
+    let mut root = Map::new();
+    let mut names = HashMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::Env(CREDENTIALS_ENV.into())),
+                    format!("cannot read the credentials folder {}: {e}", dir.display()),
+                )
+                .hint("start the agent from its systemd unit, or unset CREDENTIALS_DIRECTORY"),
+            );
+            return (root, names);
+        }
+    };
+    let mut files: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .filter(|(n, _)| n.contains(ENV_SEPARATOR) && !n.starts_with('.'))
+        .collect();
+    files.sort();
+    for (name, path) in files {
+        let segs: Vec<&str> = name.split(ENV_SEPARATOR).collect();
+        if segs.iter().any(|s| s.is_empty()) {
+            continue;
+        }
+        let bytes = std::fs::read(&path);
+        hasher.file(&path, &bytes);
+        let origin = format!("systemd credential {name}");
+        let value = match bytes.map(String::from_utf8) {
+            Ok(Ok(v)) => v,
+            Ok(Err(_)) => {
+                diags.push(
+                    Diagnostic::error(
+                        Some(Origin::Env(origin)),
+                        "the credential is not UTF-8 text",
+                    )
+                    .hint("store the value as UTF-8 text"),
+                );
+                continue;
+            }
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        Some(Origin::Env(origin)),
+                        format!("cannot read the credential: {e}"),
+                    )
+                    .hint("check LoadCredential= in the unit"),
+                );
+                continue;
+            }
+        };
+        let value = value
+            .strip_suffix("\r\n")
+            .or_else(|| value.strip_suffix('\n'))
+            .unwrap_or(&value)
+            .to_string();
+        let mut leaf = Value::String(value);
+        for seg in segs.iter().skip(1).rev() {
+            let mut m = Map::new();
+            m.insert((*seg).to_string(), leaf);
+            leaf = Value::Object(m);
+        }
+        let mut overlay = Map::new();
+        overlay.insert(segs[0].to_string(), leaf);
+        merge(&mut root, overlay);
+        names.insert(
+            segs.iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join("/"),
+            origin,
+        );
+    }
+    (root, names)
+}
+
+/// Resolves `${env:NAME}`, `${file:PATH}` and `${credential:NAME}` written as a whole string
+/// value. The resolved value replaces the reference in memory only; nothing is written back, and
+/// no message ever shows it.
+struct References<'a> {
+    env: &'a [(String, String)],
+    credentials: Option<&'a Path>,
+    dir: &'a Path,
+    hasher: &'a mut super::inputs::InputsHasher,
+    diags: &'a mut Diagnostics,
+}
+
+impl References<'_> {
+    fn resolve(
+        &mut self,
+        v: &mut Value,
+        path: &mut Vec<String>,
+        origin: &dyn Fn(&[String]) -> Origin,
+    ) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m.iter_mut() {
+                    path.push(k.clone());
+                    self.resolve(child, path, origin);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter_mut().enumerate() {
+                    path.push(i.to_string());
+                    self.resolve(child, path, origin);
+                    path.pop();
+                }
+            }
+            Value::String(s) => {
+                let Some(inner) = s
+                    .trim()
+                    .strip_prefix("${")
+                    .and_then(|r| r.strip_suffix('}'))
+                else {
+                    return;
+                };
+                let Some((kind, name)) = inner.split_once(':') else {
+                    return;
+                };
+                let (kind, name) = (kind.trim().to_ascii_lowercase(), name.trim().to_string());
+                let setting = path.join(":");
+                let fail = |this: &mut Self, msg: String, hint: &str| {
+                    this.diags.push(
+                        Diagnostic::error(Some(origin(path)), format!("{setting}: {msg}"))
+                            .hint(hint),
+                    );
+                };
+                let resolved = match kind.as_str() {
+                    "env" => match self.env.iter().find(|(k, _)| *k == name) {
+                        Some((_, v)) => Some(v.clone()),
+                        None => {
+                            fail(
+                                self,
+                                format!(
+                                    "the reference ${{env:{name}}} names an environment variable that is not set"
+                                ),
+                                "set the variable in the agent's environment (Environment= in the unit), or write the value",
+                            );
+                            None
+                        }
+                    },
+                    "file" | "credential" => {
+                        let file = if kind == "file" {
+                            let p = Path::new(&name);
+                            Some(if p.is_absolute() {
+                                p.to_path_buf()
+                            } else {
+                                self.dir.join(p)
+                            })
+                        } else if name.contains('/') || name.starts_with('.') || name.is_empty() {
+                            fail(
+                                self,
+                                format!(
+                                    "the reference ${{credential:{name}}} is not a credential name"
+                                ),
+                                "give the name used in LoadCredential=NAME:...",
+                            );
+                            None
+                        } else {
+                            match self.credentials {
+                                Some(d) => Some(d.join(&name)),
+                                None => {
+                                    fail(
+                                        self,
+                                        format!(
+                                            "the reference ${{credential:{name}}} needs systemd credentials, and CREDENTIALS_DIRECTORY is not set"
+                                        ),
+                                        "add LoadCredential= to the unit, or use ${file:PATH}",
+                                    );
+                                    None
+                                }
+                            }
+                        };
+                        file.and_then(|f| {
+                            let bytes = std::fs::read(&f);
+                            self.hasher.file(&f, &bytes);
+                            match bytes.map(String::from_utf8) {
+                                Ok(Ok(text)) => Some(
+                                    text.strip_suffix("\r\n")
+                                        .or_else(|| text.strip_suffix('\n'))
+                                        .unwrap_or(&text)
+                                        .to_string(),
+                                ),
+                                Ok(Err(_)) => {
+                                    fail(
+                                        self,
+                                        format!("the file of ${{{kind}:{name}}} is not UTF-8 text"),
+                                        "store the value as UTF-8 text",
+                                    );
+                                    None
+                                }
+                                Err(e) => {
+                                    fail(
+                                        self,
+                                        format!("cannot read the file of ${{{kind}:{name}}} ({}): {e}", f.display()),
+                                        "create the file, readable by the agent's user, or correct the reference",
+                                    );
+                                    None
+                                }
+                            }
+                        })
+                    }
+                    _ => {
+                        fail(
+                            self,
+                            format!("unknown reference kind {kind:?} in ${{{kind}:...}}"),
+                            "use ${env:NAME}, ${file:PATH} or ${credential:NAME}",
+                        );
+                        None
+                    }
+                };
+                if let Some(r) = resolved {
+                    *s = r;
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -1,0 +1,180 @@
+//! Where secrets may come from besides the settings file: systemd credentials
+//! (`$CREDENTIALS_DIRECTORY`, one file per setting path), and references resolved at load time
+//! (`${env:NAME}`, `${file:PATH}`, `${credential:NAME}`). Also: the agent keeps no core dumps.
+
+mod support;
+use serde_json::json;
+use support::*;
+
+const CANARY: &str = "cred-canary-5d1e;pw";
+
+fn csv_workspace(path_setting: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write("in/from-file.csv", "id\nfile\n");
+    ws.write("in/from-env.csv", "id\nenv\n");
+    ws.write("in/from-credential.csv", "id\ncredential\n");
+    ws.settings(json!({"Connections": {"People": {"Path": path_setting}}}));
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"People\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>",
+            connector_xml()
+        ),
+    );
+    ws
+}
+
+fn exported(ws: &Workspace) -> String {
+    let out = ws.run(&["export", "--connection", "People", "--complete"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    std::fs::read_to_string(ws.output_file("People.csv")).unwrap()
+}
+
+#[test]
+fn credentials_win_over_the_environment_which_wins_over_the_file() {
+    let mut ws = csv_workspace("in/from-file.csv");
+    assert_eq!(exported(&ws), "id\nfile\n");
+    ws.env.push((
+        "CONNAGENT__Connections__People__Path".into(),
+        "in/from-env.csv".into(),
+    ));
+    assert_eq!(exported(&ws), "id\nenv\n");
+    // systemd writes one file per credential; its name is the setting path (case-insensitive),
+    // its content the value (one trailing newline dropped).
+    ws.write(
+        "creds/connections__people__path",
+        "in/from-credential.csv\n",
+    );
+    ws.write("creds/unrelated-credential", "not a setting path");
+    ws.env.push((
+        "CREDENTIALS_DIRECTORY".into(),
+        ws.path("creds").display().to_string(),
+    ));
+    assert_eq!(exported(&ws), "id\ncredential\n");
+    // A problem with a credential's value names the credential.
+    ws.write("creds/Connections__People__NumberOfLinesToSkip", "many");
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("systemd credential Connections__People__NumberOfLinesToSkip"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn references_are_resolved_at_load_time() {
+    let mut ws = csv_workspace("${env:PEOPLE_FILE}");
+    ws.env
+        .push(("PEOPLE_FILE".into(), "in/from-env.csv".into()));
+    assert_eq!(exported(&ws), "id\nenv\n");
+
+    let ws = csv_workspace("${file:people-path.txt}");
+    ws.write("people-path.txt", "in/from-file.csv\n");
+    assert_eq!(exported(&ws), "id\nfile\n");
+
+    let mut ws = csv_workspace("${credential:people}");
+    ws.write("creds/people", "in/from-credential.csv");
+    ws.env.push((
+        "CREDENTIALS_DIRECTORY".into(),
+        ws.path("creds").display().to_string(),
+    ));
+    assert_eq!(exported(&ws), "id\ncredential\n");
+    // Never written back: the settings file still holds the reference.
+    let text = std::fs::read_to_string(ws.settings_path()).unwrap();
+    assert!(text.contains("${credential:people}"), "{text}");
+}
+
+#[test]
+fn broken_references_are_located_errors() {
+    let cases = [
+        (
+            "${env:NO_SUCH_VARIABLE_7}",
+            "Connections:People:Path: the reference ${env:NO_SUCH_VARIABLE_7} names an environment variable that is not set",
+        ),
+        (
+            "${file:missing.txt}",
+            "Connections:People:Path: cannot read the file of ${file:missing.txt}",
+        ),
+        (
+            "${credential:people}",
+            "needs systemd credentials, and CREDENTIALS_DIRECTORY is not set",
+        ),
+        ("${credential:../etc/passwd}", "is not a credential name"),
+        ("${vault:people}", "unknown reference kind \"vault\""),
+    ];
+    for (reference, message) in cases {
+        let ws = csv_workspace(reference);
+        let out = ws.run(&["validate"]);
+        assert_eq!(out.code, 78, "{reference}: {}", out.all());
+        assert!(out.stderr.contains(message), "{reference}: {}", out.stderr);
+        // The place in the file: line 4 holds "Path".
+        assert!(
+            out.stderr.contains("appsettings.agent.json:4:"),
+            "{reference}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_secret_from_a_credential_never_shows() {
+    let mut ws = Workspace::new();
+    ws.settings(json!({"Connections": {"Mssql": {
+        "ConnectionString": "${credential:mssql}",
+        "SqlCommand": "SELECT 1"
+    }}}));
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"Mssql\" DisplayName_L1=\"m\" Connector=\"HR\" Package=\"SqlServer\"/>",
+            connector_xml()
+        ),
+    );
+    ws.write(
+        "creds/mssql",
+        format!("Server=tcp:127.0.0.1,1;Database=hr;User ID=agent;Password='{CANARY}';Encrypt=false;TrustServerCertificate=true;Connect Timeout=2\n"),
+    );
+    ws.env.push((
+        "CREDENTIALS_DIRECTORY".into(),
+        ws.path("creds").display().to_string(),
+    ));
+    ws.env.push(("RUST_LOG".into(), "trace".into()));
+    for args in [
+        &["validate"][..],
+        &["connections", "--show-settings"],
+        &["connections", "--show-settings", "--json"],
+        &["test", "Mssql"],
+        &["export", "--connection", "Mssql"],
+    ] {
+        let out = ws.run(args);
+        for needle in [CANARY, "cred-canary"] {
+            assert!(!out.all().contains(needle), "{args:?}: {}", out.all());
+        }
+    }
+    let shown = ws.run(&["connections", "--show-settings"]);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+    let leaked: Vec<_> = files_containing(&ws.path(""), "cred-canary")
+        .into_iter()
+        .filter(|f| !f.starts_with(ws.path("creds")))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+#[test]
+fn the_agent_turns_off_its_core_dumps() {
+    let ws = csv_workspace("in/from-file.csv");
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.settings_path()).unwrap()).unwrap();
+    s["Grpc"] = json!({"Listen": "127.0.0.1:0"});
+    ws.settings(s);
+    let agent = support::agent::Proc::start(ws.command(&["--json", "serve"]));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{line}");
+}
