@@ -739,7 +739,7 @@ fn entitlements_are_four_files() {
         "Ent",
         json!({"ConnectionString": cs(&r), "Databases": ["sales"]}),
     );
-    let out = ws2.run(&["export", "--connection", "Ent", "--complete"]);
+    let out = ws2.run(&["export", "--connection", "Ent"]);
     assert_eq!(out.code, 0, "{}", out.all());
     let later: Vec<String> = r.batches()[before..].to_vec();
     assert!(

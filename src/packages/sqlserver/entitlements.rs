@@ -9,7 +9,8 @@
 //! | `<id>_databaseRoleMembers.csv` | `<db>.sys.database_role_members` of every database, with a `database_name` column |
 //!
 //! `Databases` lists the databases; without it, every online database this login can access
-//! (`sys.databases` with `state = 0` and `HAS_DBACCESS`). Complete mode only.
+//! (`sys.databases` with `state = 0` and `HAS_DBACCESS`). No incremental mode: every run is a full
+//! extract.
 
 use super::{
     BROWSER_PORT, CA_FILE, CONNECTION_STRING, Target2, TdsClient, check_connection, connect,
@@ -219,15 +220,11 @@ impl Package for SqlServerEntitlementsPackage {
     async fn export(
         &self,
         conn: &ConnectionRef,
-        mode: ExportMode,
+        _mode: ExportMode,
         sink: RowSink,
     ) -> Result<ExportOutcome, PackageError> {
-        if mode == ExportMode::Incremental {
-            return Ok(ExportOutcome::NotRun {
-                reason: "SqlServerEntitlements has no incremental mode; run a complete export"
-                    .into(),
-            });
-        }
+        // No incremental mode: like the other SQL packages, an incremental run is a full extract
+        // (COMPAT.md §3.4: the delta is computed downstream against the previous files).
         let redactor = conn.settings.redactor();
         let (mut client, _) = connect(&conn.settings).await?;
         let dbs = databases(&mut client, &conn.settings, &redactor).await?;
