@@ -23,7 +23,7 @@ use crate::schema::SchemaStore;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -79,6 +79,18 @@ pub enum Command {
     /// The daemon: `serve`, plus configuration reload (file changes, SIGHUP), the job scheduler
     /// and the systemd notify protocol (READY, RELOADING, STOPPING, STATUS, WATCHDOG)
     Run,
+    /// Make the agent's key for the encrypted settings (Secrets:KeyFile, default agent.key next to
+    /// the settings file); `--rotate` replaces it and re-encrypts the overlay
+    Keygen {
+        /// Replace the key and re-encrypt appsettings.encrypted.agent.json with the new one
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Encrypt one setting (value read from standard input) into appsettings.encrypted.agent.json
+    Protect {
+        /// The setting path, e.g. Connections:HRDb:Password
+        setting: String,
+    },
     /// A minimal control plane that prints heartbeats and reports as JSON lines, for trying the agent
     DevControlPlane {
         /// Address to listen on (port 0 picks a free port; the first line printed says which)
@@ -162,6 +174,77 @@ pub fn main() -> ExitCode {
 
 /// Logs to stderr (the journal under systemd): text, or JSON lines. RUST_LOG wins over `level`.
 /// No colours unless stderr is a terminal.
+fn keygen(cli: &Cli, rotate: bool) -> u8 {
+    use crate::config::encrypted;
+    let settings = settings_path(cli);
+    if rotate {
+        return match encrypted::rotate(&settings) {
+            Ok((public, n)) => {
+                out_line!("new key made; {n} encrypted value(s) re-encrypted for {public}");
+                EXIT_OK
+            }
+            Err(e) => {
+                err_line!("error: key rotation: {e}; nothing was changed");
+                EXIT_FAILED
+            }
+        };
+    }
+    let dir = settings
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let plain: serde_json::Map<String, serde_json::Value> = std::fs::read_to_string(&settings)
+        .ok()
+        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
+        .unwrap_or_default();
+    let key = encrypted::key_path(&plain, &dir);
+    match encrypted::keygen(&key, false) {
+        Ok(public) => {
+            out_line!(
+                "key written to {} (mode 0600); public key {public}",
+                key.display()
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            err_line!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn protect(cli: &Cli, setting: &str) -> u8 {
+    use std::io::Read;
+    let mut value = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut value) {
+        err_line!("error: cannot read the value from standard input: {e}");
+        return EXIT_FAILED;
+    }
+    let value = value
+        .strip_suffix("\r\n")
+        .or_else(|| value.strip_suffix('\n'))
+        .unwrap_or(&value);
+    if value.is_empty() {
+        err_line!(
+            "error: no value on standard input; pipe the value in: `connagent protect {setting} < file`"
+        );
+        return EXIT_USAGE;
+    }
+    match crate::config::encrypted::protect(&settings_path(cli), setting, value) {
+        Ok(file) => {
+            out_line!(
+                "{setting} is encrypted in {}; remove its plain value from the settings file",
+                file.display()
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            err_line!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
 /// A crash must not write the agent's memory, secrets included, to a core file: the soft and hard
 /// limits go to 0 (the unit also sets `LimitCORE=0`). A failure is ignored: it only means the
 /// limit stays what the environment set.
@@ -265,6 +348,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Export(args) => export_cmd(&cli, &registry, args).await,
         Command::Serve => daemon(&cli, registry, false).await,
         Command::Run => daemon(&cli, registry, true).await,
+        Command::Keygen { rotate } => keygen(&cli, *rotate),
+        Command::Protect { setting } => protect(&cli, setting),
         Command::DevControlPlane { listen, token } => {
             match crate::grpc::dev_control_plane::serve(*listen, token.clone()).await {
                 Ok(()) => EXIT_OK,

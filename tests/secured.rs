@@ -61,6 +61,11 @@ fn credentials_win_over_the_environment_which_wins_over_the_file() {
         "{}",
         out.stderr
     );
+    assert!(
+        !out.stderr.contains("environment variable systemd"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -177,4 +182,127 @@ fn the_agent_turns_off_its_core_dumps() {
         .unwrap();
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&fields[4..6], ["0", "0"], "{line}");
+}
+
+fn protect(ws: &Workspace, setting: &str, value: &str) -> Output {
+    use std::io::Write;
+    let mut child = ws
+        .command(&["protect", setting])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn encrypted_overlay_round_trip_precedence_wrong_key_tampering_and_rotation() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut ws = csv_workspace("in/from-file.csv");
+    // Without a key, protect says what to do.
+    let out = protect(&ws, "Connections:People:Path", "in/from-credential.csv");
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("connagent keygen"), "{}", out.stderr);
+    let k = ws.run(&["keygen"]);
+    assert_eq!(k.code, 0, "{}", k.all());
+    assert!(k.stdout.contains("public key age1"), "{}", k.stdout);
+    let key = ws.path("agent.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A second keygen would orphan the encrypted values: refused.
+    assert_eq!(ws.run(&["keygen"]).code, 1);
+
+    let out = protect(&ws, "connections:PEOPLE:path", "in/from-credential.csv");
+    assert_eq!(out.code, 0, "{}", out.all());
+    let overlay = ws.path("appsettings.encrypted.agent.json");
+    let text = std::fs::read_to_string(&overlay).unwrap();
+    assert!(text.contains("\"age:v1:"), "{text}");
+    assert!(!text.contains("from-credential"), "{text}");
+    assert_eq!(
+        std::fs::metadata(&overlay).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The overlay wins over the file...
+    assert_eq!(exported(&ws), "id\ncredential\n");
+    // ...and the environment over the overlay.
+    ws.env.push((
+        "CONNAGENT__Connections__People__Path".into(),
+        "in/from-env.csv".into(),
+    ));
+    assert_eq!(exported(&ws), "id\nenv\n");
+    ws.env.clear();
+
+    // A secret protected this way never shows.
+    let out = protect(&ws, "Connections:People:Password", CANARY);
+    assert_eq!(out.code, 0, "{}", out.all());
+    for args in [&["validate"][..], &["connections", "--show-settings"]] {
+        let o = ws.run(args);
+        assert!(!o.all().contains("cred-canary"), "{}", o.all());
+    }
+    assert!(
+        files_containing(&ws.path(""), "cred-canary").is_empty(),
+        "{:?}",
+        files_containing(&ws.path(""), "cred-canary")
+    );
+
+    // Rotation: a new key, the overlay re-encrypted, the values unchanged.
+    let before = std::fs::read_to_string(&key).unwrap();
+    let r = ws.run(&["keygen", "--rotate"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("2 encrypted value(s) re-encrypted"),
+        "{}",
+        r.stdout
+    );
+    assert_ne!(std::fs::read_to_string(&key).unwrap(), before);
+    assert_eq!(exported(&ws), "id\ncredential\n");
+
+    // Tampered ciphertext: a located error, never a value.
+    let good = std::fs::read_to_string(&overlay).unwrap();
+    let start = good.find("age:v1:").unwrap() + 40;
+    let mut bad = good.clone().into_bytes();
+    bad[start] = if bad[start] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&overlay, &bad).unwrap();
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 78, "{}", v.all());
+    assert!(
+        v.stderr.contains("appsettings.encrypted.agent.json:")
+            && (v.stderr.contains("altered") || v.stderr.contains("wrong key")),
+        "{}",
+        v.stderr
+    );
+    // Wrong key: the overlay cannot be read with another key.
+    std::fs::write(&overlay, &good).unwrap();
+    std::fs::write(&key, &before).unwrap();
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 78, "{}", v.all());
+    assert!(v.stderr.contains("wrong key"), "{}", v.stderr);
+    // A plain value in the overlay is refused.
+    std::fs::write(
+        &overlay,
+        "{\"Connections\": {\"People\": {\"Path\": \"in/x.csv\"}}}",
+    )
+    .unwrap();
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 78, "{}", v.all());
+    assert!(
+        v.stderr.contains("is not an encrypted value"),
+        "{}",
+        v.stderr
+    );
+    assert!(!v.stderr.contains("in/x.csv"), "{}", v.stderr);
 }

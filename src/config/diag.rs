@@ -43,12 +43,14 @@ impl fmt::Display for Location {
     }
 }
 
-/// Where a value came from: a place in a file, or an environment variable.
+/// Where a value came from: a place in a file, an environment variable, or another source named
+/// as a whole (`systemd credential NAME`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     File(Location),
     Env(String),
+    Source(String),
 }
 
 impl fmt::Display for Origin {
@@ -56,6 +58,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::File(loc) => loc.fmt(f),
             Origin::Env(name) => write!(f, "environment variable {name}"),
+            Origin::Source(what) => f.write_str(what),
         }
     }
 }

@@ -39,6 +39,12 @@ impl InputsHasher {
 pub fn hash_now(settings_file: &Path, xml_folder: &Path) -> String {
     let mut h = InputsHasher::new();
     h.file(settings_file, &std::fs::read(settings_file));
+    // The encrypted overlay next to it, hashed the same way by the loader.
+    let overlay = settings_file
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(super::encrypted::ENCRYPTED_FILE);
+    h.file(&overlay, &std::fs::read(&overlay));
     if xml_folder.is_dir() {
         let mut d = super::Diagnostics::default();
         for f in super::xml::find_xml_files(xml_folder, &mut d) {

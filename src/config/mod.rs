@@ -2,6 +2,7 @@
 //! into one validated [`Snapshot`]. Problems carry `file:line:col` and a fix. No network I/O here.
 
 pub mod diag;
+pub mod encrypted;
 pub mod inputs;
 pub mod jsonpos;
 pub mod model;

@@ -105,9 +105,17 @@ impl SettingsTree {
                 return None;
             }
         };
+        let dir = abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let mut env_names = HashMap::new();
+        // The encrypted overlay comes after the file, before the environment.
+        let (decrypted, origins) = super::encrypted::load(&dir, &root, hasher, diags);
+        merge(&mut root, decrypted);
+        env_names.extend(origins);
         // The environment layer is built here rather than with config::Environment: that source
         // splits keys on '.', which connection identifiers may contain (`HR.People`).
-        let mut env_names = HashMap::new();
         merge(&mut root, env_overlay(env));
         for (name, _) in env.iter().filter(|(k, _)| is_override_var(k)) {
             let key = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
@@ -117,17 +125,13 @@ impl SettingsTree {
                 .join("/");
             env_names.insert(key, name.clone());
         }
-        let dir = abs
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"));
         // systemd credentials come after the environment: later wins.
         let credentials = env
             .iter()
             .find(|(k, _)| k == CREDENTIALS_ENV)
             .map(|(_, v)| PathBuf::from(v));
         if let Some(cred_dir) = &credentials {
-            let (overlay, names) = credentials_overlay(cred_dir, hasher, diags);
+            let (overlay, names) = credentials_overlay(cred_dir, diags);
             merge(&mut root, overlay);
             env_names.extend(names);
         }
@@ -136,7 +140,6 @@ impl SettingsTree {
             env,
             credentials: credentials.as_deref(),
             dir: &dir,
-            hasher,
             diags,
         };
         let mut path = Vec::new();
@@ -202,7 +205,12 @@ fn origin_of<S: AsRef<str>>(
             .collect::<Vec<_>>()
             .join("/");
         if let Some(var) = env.get(&key) {
-            return Origin::Env(var.clone());
+            // Variable names hold no spaces; the other sources' names do.
+            return if var.contains(' ') {
+                Origin::Source(var.clone())
+            } else {
+                Origin::Env(var.clone())
+            };
         }
         let segs: Vec<&str> = path[..n].iter().map(AsRef::as_ref).collect();
         if let Some((line, col)) = positions.get(&segs) {
@@ -214,13 +222,14 @@ fn origin_of<S: AsRef<str>>(
 
 /// systemd passes credentials (`LoadCredential=`, `SetCredential=`) as files in this folder.
 pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+/// How a value set by a credential file is named in messages.
+const CREDENTIAL_ORIGIN: &str = "systemd credential ";
 
 /// The files of the credentials folder whose names are setting paths (`Connections__HRDb__Password`)
 /// as a tree, and for each key path the name shown as its origin. A file's content is the value,
 /// without one trailing newline. Other credentials (named for `${credential:NAME}`) are left alone.
 fn credentials_overlay(
     dir: &Path,
-    hasher: &mut super::inputs::InputsHasher,
     diags: &mut Diagnostics,
 ) -> (Map<String, Value>, HashMap<String, String>) {
     let mut root = Map::new();
@@ -249,15 +258,16 @@ fn credentials_overlay(
         if segs.iter().any(|s| s.is_empty()) {
             continue;
         }
+        // Not hashed: credentials do not change while the service runs (a restart or SIGHUP
+        // reads them again).
         let bytes = std::fs::read(&path);
-        hasher.file(&path, &bytes);
-        let origin = format!("systemd credential {name}");
+        let origin = format!("{CREDENTIAL_ORIGIN}{name}");
         let value = match bytes.map(String::from_utf8) {
             Ok(Ok(v)) => v,
             Ok(Err(_)) => {
                 diags.push(
                     Diagnostic::error(
-                        Some(Origin::Env(origin)),
+                        Some(Origin::Source(origin)),
                         "the credential is not UTF-8 text",
                     )
                     .hint("store the value as UTF-8 text"),
@@ -267,7 +277,7 @@ fn credentials_overlay(
             Err(e) => {
                 diags.push(
                     Diagnostic::error(
-                        Some(Origin::Env(origin)),
+                        Some(Origin::Source(origin)),
                         format!("cannot read the credential: {e}"),
                     )
                     .hint("check LoadCredential= in the unit"),
@@ -307,7 +317,6 @@ struct References<'a> {
     env: &'a [(String, String)],
     credentials: Option<&'a Path>,
     dir: &'a Path,
-    hasher: &'a mut super::inputs::InputsHasher,
     diags: &'a mut Diagnostics,
 }
 
@@ -399,8 +408,8 @@ impl References<'_> {
                             }
                         };
                         file.and_then(|f| {
+                            // Not hashed for change detection (SIGHUP reads them again).
                             let bytes = std::fs::read(&f);
-                            self.hasher.file(&f, &bytes);
                             match bytes.map(String::from_utf8) {
                                 Ok(Ok(text)) => Some(
                                     text.strip_suffix("\r\n")

@@ -1,0 +1,406 @@
+//! The encrypted settings overlay: `appsettings.encrypted.agent.json`, next to the settings file.
+//!
+//! Same tree as the settings file; every value in it is a string
+//! `age:v1:<base64 of an age-encrypted file>` (the `age` format, X25519 recipient, binary, then
+//! standard base64). `v1` is the version of this wrapping. The agent's identity (an age X25519
+//! secret key, `AGE-SECRET-KEY-1...`) is in `Secrets:KeyFile` (default `agent.key` next to the
+//! settings file), readable only by the agent's user. The overlay comes after the settings file
+//! and before the environment: later wins per key.
+//!
+//! `connagent keygen` writes a key; `connagent protect Section:Key` encrypts a value read from
+//! standard input into the overlay; `connagent keygen --rotate` makes a new key and re-encrypts the
+//! overlay with it. Decrypted values exist in memory only.
+
+use super::diag::{Diagnostic, Diagnostics, Location, Origin};
+use super::jsonpos::JsonPositions;
+use crate::ident::get_ci;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const ENCRYPTED_FILE: &str = "appsettings.encrypted.agent.json";
+pub const PREFIX: &str = "age:v1:";
+pub const DEFAULT_KEY_FILE: &str = "agent.key";
+
+/// How a value from the overlay is named in messages.
+pub const ORIGIN_PREFIX: &str = "encrypted setting ";
+
+/// Where the key file is: `Secrets:KeyFile` of the plain settings, relative to their folder.
+pub fn key_path(root: &Map<String, Value>, dir: &Path) -> PathBuf {
+    let configured = get_ci(root, "Secrets")
+        .and_then(|s| s.as_object())
+        .and_then(|s| get_ci(s, "KeyFile"))
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_KEY_FILE);
+    let p = Path::new(configured);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+/// Reads the agent's identity.
+pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read the key file {}: {e}; run `connagent keygen`, or set Secrets:KeyFile",
+            path.display()
+        )
+    })?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default();
+    line.parse::<age::x25519::Identity>().map_err(|_| {
+        format!(
+            "the key file {} holds no age X25519 identity (AGE-SECRET-KEY-1...)",
+            path.display()
+        )
+    })
+}
+
+/// Writes `content` to `path` through a temporary file (mode 0600), then renames it.
+fn write_private(path: &Path, content: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp-connagent");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(content)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+}
+
+fn key_text(identity: &age::x25519::Identity) -> String {
+    use age::secrecy::ExposeSecret;
+    format!(
+        "# connagent agent key; public key: {}\n{}\n",
+        identity.to_public(),
+        identity.to_string().expose_secret()
+    )
+}
+
+/// Makes a new key at `path` (refusing to replace one unless `force`); returns its public key.
+pub fn keygen(path: &Path, force: bool) -> Result<String, String> {
+    if path.exists() && !force {
+        return Err(format!(
+            "the key file {} exists; values encrypted for it would be lost. Use `keygen --rotate` to replace it and re-encrypt the overlay",
+            path.display()
+        ));
+    }
+    let identity = age::x25519::Identity::generate();
+    write_private(path, key_text(&identity).as_bytes())?;
+    Ok(identity.to_public().to_string())
+}
+
+pub fn encrypt(recipient: &age::x25519::Recipient, plaintext: &str) -> Result<String, String> {
+    let bytes = age::encrypt(recipient, plaintext.as_bytes())
+        .map_err(|e| format!("encryption failed: {e}"))?;
+    Ok(format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
+/// Decrypts one overlay value. The error never holds any part of the value.
+pub fn decrypt(identity: &age::x25519::Identity, text: &str) -> Result<String, String> {
+    let Some(b64) = text.strip_prefix(PREFIX) else {
+        return Err(format!(
+            "is not an encrypted value ({PREFIX}...); put plain values in appsettings.agent.json, or encrypt this one with `connagent protect`"
+        ));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| "is not valid base64: the value was altered".to_string())?;
+    let plain = age::decrypt(identity, &bytes).map_err(|e| {
+        format!(
+            "cannot be decrypted with the agent's key (wrong key, or the value was altered): {e}"
+        )
+    })?;
+    String::from_utf8(plain).map_err(|_| "decrypts to text that is not UTF-8".to_string())
+}
+
+/// Reads the overlay next to the settings file, if there is one, and decrypts it. Returns the
+/// decrypted tree and, for each lower-cased key path, its origin name. Problems go to `diags`.
+pub fn load(
+    dir: &Path,
+    plain: &Map<String, Value>,
+    hasher: &mut super::inputs::InputsHasher,
+    diags: &mut Diagnostics,
+) -> (Map<String, Value>, HashMap<String, String>) {
+    let path = dir.join(ENCRYPTED_FILE);
+    let mut out = (Map::new(), HashMap::new());
+    // Hashed whether or not it exists, right after the settings file, as `inputs::hash_now` does:
+    // the daemon reloads when it appears, changes or goes.
+    let read = std::fs::read(&path);
+    hasher.file(&path, &read);
+    let bytes = match read {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::File(Location::file_only(&path))),
+                    format!("cannot read the encrypted settings: {e}"),
+                )
+                .hint("make the file readable by the agent's user"),
+            );
+            return out;
+        }
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let tree: Map<String, Value> = match serde_json::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::File(Location::new(
+                        &path,
+                        u32::try_from(e.line()).unwrap_or(0),
+                        u32::try_from(e.column()).unwrap_or(0),
+                    ))),
+                    format!("the encrypted settings are not a JSON object: {e}"),
+                )
+                .hint("write the file with `connagent protect`"),
+            );
+            return out;
+        }
+    };
+    let key = key_path(plain, dir);
+    let identity = match read_identity(&key) {
+        Ok(i) => i,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(Some(Origin::File(Location::file_only(&path))), e)
+                    .hint("the overlay can only be read with the key it was encrypted for"),
+            );
+            return out;
+        }
+    };
+    let positions = JsonPositions::scan(&text);
+    let mut walk = Walk {
+        identity: &identity,
+        file: &path,
+        positions: &positions,
+        diags,
+        origins: &mut out.1,
+    };
+    let mut keys = Vec::new();
+    out.0 = walk.object(tree, &mut keys);
+    out
+}
+
+struct Walk<'a> {
+    identity: &'a age::x25519::Identity,
+    file: &'a Path,
+    positions: &'a JsonPositions,
+    diags: &'a mut Diagnostics,
+    origins: &'a mut HashMap<String, String>,
+}
+
+impl Walk<'_> {
+    fn object(&mut self, m: Map<String, Value>, keys: &mut Vec<String>) -> Map<String, Value> {
+        let mut out = Map::new();
+        for (k, v) in m {
+            keys.push(k.clone());
+            let setting = keys.join(":");
+            let value = match v {
+                Value::Object(inner) => Some(Value::Object(self.object(inner, keys))),
+                Value::String(s) => match decrypt(self.identity, &s) {
+                    Ok(plain) => {
+                        self.origins.insert(
+                            keys.iter()
+                                .map(|k| k.to_ascii_lowercase())
+                                .collect::<Vec<_>>()
+                                .join("/"),
+                            format!("{ORIGIN_PREFIX}{setting} ({})", self.file.display()),
+                        );
+                        Some(Value::String(plain))
+                    }
+                    Err(e) => {
+                        self.error(keys, format!("{setting} {e}"));
+                        None
+                    }
+                },
+                _ => {
+                    self.error(keys, format!("{setting} is not an encrypted string value"));
+                    None
+                }
+            };
+            if let Some(v) = value {
+                out.insert(k, v);
+            }
+            keys.pop();
+        }
+        out
+    }
+
+    fn error(&mut self, keys: &[String], message: String) {
+        let segs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let loc = match self.positions.get(&segs) {
+            Some((line, col)) => Location::new(self.file, line, col),
+            None => Location::file_only(self.file),
+        };
+        self.diags.push(
+            Diagnostic::error(Some(Origin::File(loc)), message)
+                .hint("encrypt the value again with `connagent protect SETTING` (the value is read from standard input)"),
+        );
+    }
+}
+
+/// Reads the overlay file as JSON (empty when there is none).
+fn read_overlay(path: &Path) -> Result<Map<String, Value>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| format!("{} is not a JSON object: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Sets `setting` (`Section:Key:...`) in the overlay to `value`, encrypted for the agent's key.
+pub fn protect(settings_file: &Path, setting: &str, value: &str) -> Result<PathBuf, String> {
+    let dir = settings_file.parent().unwrap_or(Path::new("."));
+    let plain: Map<String, Value> = std::fs::read_to_string(settings_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
+        .unwrap_or_default();
+    let identity = read_identity(&key_path(&plain, dir))?;
+    let path = dir.join(ENCRYPTED_FILE);
+    let mut tree = read_overlay(&path)?;
+    let segs: Vec<&str> = setting.split(':').map(str::trim).collect();
+    if segs.iter().any(|s| s.is_empty()) {
+        return Err(format!(
+            "{setting:?} is not a setting path; write it like Connections:HRDb:Password"
+        ));
+    }
+    let encrypted = encrypt(&identity.to_public(), value)?;
+    let mut cur = &mut tree;
+    for seg in &segs[..segs.len() - 1] {
+        let existing = cur.keys().find(|k| k.eq_ignore_ascii_case(seg)).cloned();
+        let key = existing.unwrap_or_else(|| (*seg).to_string());
+        let slot = cur.entry(key).or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        let Value::Object(next) = slot else {
+            return Err("internal: not an object".into());
+        };
+        cur = next;
+    }
+    let last = segs[segs.len() - 1];
+    let existing = cur.keys().find(|k| k.eq_ignore_ascii_case(last)).cloned();
+    cur.insert(
+        existing.unwrap_or_else(|| last.to_string()),
+        Value::String(encrypted),
+    );
+    let text = serde_json::to_string_pretty(&Value::Object(tree))
+        .map_err(|e| format!("cannot write the overlay: {e}"))?;
+    write_private(&path, format!("{text}\n").as_bytes())?;
+    Ok(path)
+}
+
+/// Makes a new key, re-encrypts every overlay value for it, then replaces the key file. Returns
+/// the new public key and how many values were re-encrypted.
+pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
+    let dir = settings_file.parent().unwrap_or(Path::new("."));
+    let plain: Map<String, Value> = std::fs::read_to_string(settings_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
+        .unwrap_or_default();
+    let key = key_path(&plain, dir);
+    let old = read_identity(&key)?;
+    let new = age::x25519::Identity::generate();
+    let path = dir.join(ENCRYPTED_FILE);
+    let tree = read_overlay(&path)?;
+    fn re(
+        v: Value,
+        old: &age::x25519::Identity,
+        new: &age::x25519::Recipient,
+        keys: &mut Vec<String>,
+        n: &mut usize,
+    ) -> Result<Value, String> {
+        match v {
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, v) in m {
+                    keys.push(k.clone());
+                    out.insert(k, re(v, old, new, keys, n)?);
+                    keys.pop();
+                }
+                Ok(Value::Object(out))
+            }
+            Value::String(s) => {
+                let plain = decrypt(old, &s).map_err(|e| format!("{} {e}", keys.join(":")))?;
+                *n += 1;
+                Ok(Value::String(encrypt(new, &plain)?))
+            }
+            _ => Err(format!(
+                "{} is not an encrypted string value",
+                keys.join(":")
+            )),
+        }
+    }
+    let mut n = 0;
+    let rotated = re(
+        Value::Object(tree),
+        &old,
+        &new.to_public(),
+        &mut Vec::new(),
+        &mut n,
+    )?;
+    // The old key is kept beside the new one until both files are written.
+    let backup = key.with_extension("key.old");
+    write_private(&backup, key_text(&old).as_bytes())?;
+    if n > 0 {
+        let text = serde_json::to_string_pretty(&rotated)
+            .map_err(|e| format!("cannot write the overlay: {e}"))?;
+        write_private(&path, format!("{text}\n").as_bytes())?;
+    }
+    write_private(&key, key_text(&new).as_bytes())?;
+    let _ = std::fs::remove_file(&backup);
+    Ok((new.to_public().to_string(), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_wrong_key_and_tampering() {
+        let id = age::x25519::Identity::generate();
+        let other = age::x25519::Identity::generate();
+        let enc = encrypt(&id.to_public(), "s3cret;pw").unwrap();
+        assert!(enc.starts_with("age:v1:") && !enc.contains("s3cret"));
+        assert_eq!(decrypt(&id, &enc).unwrap(), "s3cret;pw");
+        let e = decrypt(&other, &enc).unwrap_err();
+        assert!(e.contains("wrong key"), "{e}");
+        // Flip one byte of the ciphertext (near the end: the payload, not the header).
+        let b64 = enc.strip_prefix(PREFIX).unwrap();
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        let tampered = format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        let e = decrypt(&id, &tampered).unwrap_err();
+        assert!(e.contains("altered"), "{e}");
+        assert!(
+            decrypt(&id, "plain")
+                .unwrap_err()
+                .contains("not an encrypted value")
+        );
+    }
+}
