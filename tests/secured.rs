@@ -306,3 +306,44 @@ fn encrypted_overlay_round_trip_precedence_wrong_key_tampering_and_rotation() {
     );
     assert!(!v.stderr.contains("in/x.csv"), "{}", v.stderr);
 }
+
+#[test]
+fn a_plain_secret_in_the_settings_file_is_a_warning_naming_the_setting() {
+    let mut ws = Workspace::new();
+    let conn = |cs: &str| json!({"Connections": {"Mssql": {"ConnectionString": cs, "SqlCommand": "SELECT 1"}}});
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"Mssql\" DisplayName_L1=\"m\" Connector=\"HR\" Package=\"SqlServer\"/>",
+            connector_xml()
+        ),
+    );
+    ws.settings(conn(&format!(
+        "Server=db;Database=hr;User ID=agent;Password='{CANARY}'"
+    )));
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all().contains(
+            "Connections:Mssql:ConnectionString holds a secret in plain text in the settings file"
+        ),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.all()
+            .contains("connagent protect Connections:Mssql:ConnectionString")
+    );
+    assert!(!out.all().contains("cred-canary"), "{}", out.all());
+    // No password in it, or the secret comes from elsewhere: no warning.
+    for cs in ["Server=db;Database=hr;User ID=agent", "${env:MSSQL_CS}"] {
+        ws.settings(conn(cs));
+        ws.env = vec![(
+            "MSSQL_CS".into(),
+            format!("Server=db;User ID=a;Password='{CANARY}'"),
+        )];
+        let out = ws.run(&["validate"]);
+        assert!(!out.all().contains("in plain text"), "{cs}: {}", out.all());
+        assert!(!out.all().contains("cred-canary"), "{}", out.all());
+    }
+}

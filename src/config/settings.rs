@@ -29,6 +29,8 @@ pub struct SettingsTree {
     positions: JsonPositions,
     /// Lower-cased key path (joined with '/') → the environment variable that set it.
     env: HashMap<String, String>,
+    /// Lower-cased key paths whose value came from a `${...}` reference.
+    referenced: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for SettingsTree {
@@ -136,7 +138,9 @@ impl SettingsTree {
             env_names.extend(names);
         }
         let positions = JsonPositions::scan(text);
+        let mut referenced = std::collections::HashSet::new();
         let mut refs = References {
+            referenced: &mut referenced,
             env,
             credentials: credentials.as_deref(),
             dir: &dir,
@@ -156,6 +160,7 @@ impl SettingsTree {
             root,
             positions,
             env: env_names,
+            referenced,
         })
     }
 
@@ -163,6 +168,17 @@ impl SettingsTree {
     /// in the file (or the nearest enclosing key that is written there).
     pub fn origin(&self, path: &[&str]) -> Origin {
         origin_of(&self.env, &self.positions, &self.path, path)
+    }
+
+    /// Whether the value at `path` was resolved from a `${...}` reference.
+    pub fn is_referenced(&self, path: &[&str]) -> bool {
+        self.referenced.contains(
+            &path
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
     }
 
     /// The value at `path`, keys compared case-insensitively.
@@ -314,6 +330,7 @@ fn credentials_overlay(
 /// value. The resolved value replaces the reference in memory only; nothing is written back, and
 /// no message ever shows it.
 struct References<'a> {
+    referenced: &'a mut std::collections::HashSet<String>,
     env: &'a [(String, String)],
     credentials: Option<&'a Path>,
     dir: &'a Path,
@@ -447,6 +464,12 @@ impl References<'_> {
                 };
                 if let Some(r) = resolved {
                     *s = r;
+                    self.referenced.insert(
+                        path.iter()
+                            .map(|k| k.to_ascii_lowercase())
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                    );
                 }
             }
             _ => {}

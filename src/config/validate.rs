@@ -1105,6 +1105,46 @@ fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics
 }
 
 /// Builds a connection's typed settings from its section, reporting each problem where it is.
+/// A secured value written in plain text in the settings file itself is allowed, with a warning
+/// that names the setting (never the value) and the safer places for it.
+fn plain_secret_warning(
+    tree: &SettingsTree,
+    key: &str,
+    s: &SettingSpec,
+    raw: &serde_json::Value,
+    origin: &Origin,
+    d: &mut Diagnostics,
+) {
+    let Origin::File(loc) = origin else { return };
+    if loc.file != tree.path {
+        return;
+    }
+    let Some(text) = raw.as_str() else { return };
+    // A reference (`${...}`) was resolved from elsewhere: the file holds no secret.
+    if tree.is_referenced(&["Connections", key, s.name]) {
+        return;
+    }
+    let secret = s.secured
+        || (matches!(s.kind, crate::packages::spec::SettingKind::ConnectionString)
+            && crate::packages::connstr::ConnectionString::parse(text)
+                .is_ok_and(|c| c.secrets().next().is_some()));
+    if secret {
+        d.push(
+            Diagnostic::warning(
+                Some(origin.clone()),
+                format!(
+                    "Connections:{key}:{} holds a secret in plain text in the settings file",
+                    s.name
+                ),
+            )
+            .hint(format!(
+                "move it out of the file: `connagent protect Connections:{key}:{}` (encrypted), a systemd credential, or CONNAGENT__Connections__{key}__{}",
+                s.name, s.name
+            )),
+        );
+    }
+}
+
 fn build_settings(
     tree: &SettingsTree,
     key: &str,
@@ -1145,7 +1185,10 @@ fn build_settings(
             continue;
         }
         match coerce(s, raw) {
-            Ok(v) => values.push((s.name, v)),
+            Ok(v) => {
+                plain_secret_warning(tree, key, s, raw, &origin, d);
+                values.push((s.name, v));
+            }
             Err(e) => {
                 ok = false;
                 d.push(
