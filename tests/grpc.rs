@@ -1434,3 +1434,133 @@ async fn runs_survive_a_restart_and_a_killed_run_is_failed_and_reported() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secured_options_are_stored_encrypted_applied_and_audited() {
+    const SECRET: &str = "set-secured-canary-4f2b";
+    let ws = agent_workspace(json!({}));
+    let mut s: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.settings_path()).unwrap()).unwrap();
+    s["Connections"]["Mssql"] = json!({"ConnectionString": "Server=db;User ID=agent;Password=old", "SqlCommand": "SELECT 1"});
+    ws.settings(s);
+    ws.xml(
+        "mssql.xml",
+        "<Connection Identifier=\"Mssql\" DisplayName_L1=\"m\" Connector=\"HR\" Package=\"SqlServer\"/>",
+    );
+    let set = |token: &str, option: &str, value: &str| {
+        auth(
+            pb::SetSecuredOptionRequest {
+                connection: "mssql".into(),
+                option: option.into(),
+                value: value.into(),
+            },
+            token,
+        )
+    };
+    let cs = format!("Server=db;User ID=agent;Password='{SECRET}'");
+
+    // No key yet: the agent cannot store anything encrypted.
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let e = c
+        .set_secured_option(set(ADMIN_TOKEN, "ConnectionString", &cs))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("connagent keygen"), "{e:?}");
+    drop(agent);
+
+    assert_eq!(ws.run(&["keygen"]).code, 0);
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    // Only an admin may; only secured options of the package.
+    let e = c
+        .set_secured_option(set(OPERATOR_TOKEN, "ConnectionString", &cs))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = c
+        .set_secured_option(set(ADMIN_TOKEN, "SqlCommand", "SELECT 2"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("ConnectionString"), "{e:?}");
+
+    let before = c
+        .get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .configuration_generation;
+    let st = c
+        .set_secured_option(set(ADMIN_TOKEN, "connectionstring", &cs))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.connection, "Mssql");
+    assert_eq!(st.option, "ConnectionString");
+    assert!(st.is_set);
+    assert!(st.configuration_generation > before);
+    assert!(!format!("{st:?}").contains(SECRET));
+    // Stored encrypted, applied: the shown connection string is the new one, its password masked.
+    let store = std::fs::read_to_string(ws.path("Work/appsettings.connection.json")).unwrap();
+    assert!(
+        store.contains("age:v1:") && !store.contains(SECRET),
+        "{store}"
+    );
+    let d = c
+        .get_connection(auth(
+            pb::GetConnectionRequest {
+                identifier: "Mssql".into(),
+            },
+            VIEWER_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = d
+        .settings
+        .iter()
+        .find(|s| s.name == "ConnectionString")
+        .unwrap();
+    assert!(shown.value.contains("User ID=agent"), "{shown:?}");
+    assert!(
+        !shown.value.contains(SECRET) && !shown.value.contains("old"),
+        "{shown:?}"
+    );
+    // The CLI reads the same store.
+    let cli = ws.run(&["connections", "--show-settings"]);
+    assert!(!cli.all().contains(SECRET), "{}", cli.all());
+
+    // Delete: the file's own value is back in force.
+    let st = c
+        .delete_secured_option(auth(
+            pb::DeleteSecuredOptionRequest {
+                connection: "Mssql".into(),
+                option: "ConnectionString".into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.is_set);
+    let store = std::fs::read_to_string(ws.path("Work/appsettings.connection.json")).unwrap();
+    assert!(!store.contains("age:v1:"), "{store}");
+    // Audited with who, what and which; the value never in the log.
+    let log = agent.stderr_text();
+    assert!(!log.contains(SECRET));
+    let audits: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("audit: secured option changed"))
+        .collect();
+    assert_eq!(audits.len(), 2, "{log}");
+    assert!(
+        audits[0].contains("central-admin")
+            && audits[0].contains("Mssql")
+            && audits[0].contains("set"),
+        "{}",
+        audits[0]
+    );
+    assert!(audits[1].contains("deleted"), "{}", audits[1]);
+}

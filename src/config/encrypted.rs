@@ -138,11 +138,49 @@ pub fn load(
     diags: &mut Diagnostics,
 ) -> (Map<String, Value>, HashMap<String, String>) {
     let path = dir.join(ENCRYPTED_FILE);
-    let mut out = (Map::new(), HashMap::new());
     // Hashed whether or not it exists, right after the settings file, as `inputs::hash_now` does:
     // the daemon reloads when it appears, changes or goes.
     let read = std::fs::read(&path);
     hasher.file(&path, &read);
+    load_at(&path, read, plain, dir, diags)
+}
+
+/// The connection store the central server writes (`SetSecuredOption`):
+/// `<WorkFolderPath>/appsettings.connection.json`, same format as the overlay, read last. Not
+/// hashed for change detection: every change to it goes through a reload.
+pub const STORE_FILE: &str = "appsettings.connection.json";
+
+pub fn store_path(plain: &Map<String, Value>, dir: &Path) -> PathBuf {
+    let work = get_ci(plain, "WorkFolderPath")
+        .and_then(Value::as_str)
+        .unwrap_or("Work");
+    let p = Path::new(work);
+    if p.is_absolute() {
+        p.join(STORE_FILE)
+    } else {
+        dir.join(p).join(STORE_FILE)
+    }
+}
+
+pub fn load_store(
+    dir: &Path,
+    plain: &Map<String, Value>,
+    diags: &mut Diagnostics,
+) -> (Map<String, Value>, HashMap<String, String>) {
+    let path = store_path(plain, dir);
+    let read = std::fs::read(&path);
+    load_at(&path, read, plain, dir, diags)
+}
+
+fn load_at(
+    path: &Path,
+    read: std::io::Result<Vec<u8>>,
+    plain: &Map<String, Value>,
+    dir: &Path,
+    diags: &mut Diagnostics,
+) -> (Map<String, Value>, HashMap<String, String>) {
+    let path = path.to_path_buf();
+    let mut out = (Map::new(), HashMap::new());
     let bytes = match read {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
@@ -267,25 +305,86 @@ fn read_overlay(path: &Path) -> Result<Map<String, Value>, String> {
     }
 }
 
+fn plain_settings(settings_file: &Path) -> Map<String, Value> {
+    std::fs::read_to_string(settings_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
+        .unwrap_or_default()
+}
+
 /// Sets `setting` (`Section:Key:...`) in the overlay to `value`, encrypted for the agent's key.
 pub fn protect(settings_file: &Path, setting: &str, value: &str) -> Result<PathBuf, String> {
     let dir = settings_file.parent().unwrap_or(Path::new("."));
-    let plain: Map<String, Value> = std::fs::read_to_string(settings_file)
-        .ok()
-        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
-        .unwrap_or_default();
-    let identity = read_identity(&key_path(&plain, dir))?;
-    let path = dir.join(ENCRYPTED_FILE);
-    let mut tree = read_overlay(&path)?;
+    let plain = plain_settings(settings_file);
     let segs: Vec<&str> = setting.split(':').map(str::trim).collect();
     if segs.iter().any(|s| s.is_empty()) {
         return Err(format!(
             "{setting:?} is not a setting path; write it like Connections:HRDb:Password"
         ));
     }
+    let path = dir.join(ENCRYPTED_FILE);
+    set_value(&path, &key_path(&plain, dir), &segs, Some(value))?;
+    Ok(path)
+}
+
+/// Sets (or with `None` removes) `Connections:<connection>:<option>` in the connection store.
+pub fn store_secured_option(
+    settings_file: &Path,
+    connection: &str,
+    option: &str,
+    value: Option<&str>,
+) -> Result<PathBuf, String> {
+    let dir = settings_file.parent().unwrap_or(Path::new("."));
+    let plain = plain_settings(settings_file);
+    let path = store_path(&plain, dir);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    set_value(
+        &path,
+        &key_path(&plain, dir),
+        &["Connections", connection, option],
+        value,
+    )?;
+    Ok(path)
+}
+
+fn set_value(path: &Path, key: &Path, segs: &[&str], value: Option<&str>) -> Result<(), String> {
+    let identity = read_identity(key)?;
+    let mut tree = read_overlay(path)?;
+    let Some((last, parents)) = segs.split_last() else {
+        return Err("an empty setting path".into());
+    };
+    let Some(value) = value else {
+        // Remove, then drop the objects left empty.
+        fn remove(m: &mut Map<String, Value>, segs: &[&str]) {
+            let Some((first, rest)) = segs.split_first() else {
+                return;
+            };
+            let Some(k) = m.keys().find(|k| k.eq_ignore_ascii_case(first)).cloned() else {
+                return;
+            };
+            if rest.is_empty() {
+                m.remove(&k);
+                return;
+            }
+            if let Some(Value::Object(inner)) = m.get_mut(&k) {
+                remove(inner, rest);
+                if inner.is_empty() {
+                    m.remove(&k);
+                }
+            }
+        }
+        remove(&mut tree, segs);
+        let text = serde_json::to_string_pretty(&Value::Object(tree))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        return write_private(path, format!("{text}\n").as_bytes());
+    };
     let encrypted = encrypt(&identity.to_public(), value)?;
+    let segs = parents;
     let mut cur = &mut tree;
-    for seg in &segs[..segs.len() - 1] {
+    for seg in segs {
         let existing = cur.keys().find(|k| k.eq_ignore_ascii_case(seg)).cloned();
         let key = existing.unwrap_or_else(|| (*seg).to_string());
         let slot = cur.entry(key).or_insert_with(|| Value::Object(Map::new()));
@@ -297,16 +396,14 @@ pub fn protect(settings_file: &Path, setting: &str, value: &str) -> Result<PathB
         };
         cur = next;
     }
-    let last = segs[segs.len() - 1];
     let existing = cur.keys().find(|k| k.eq_ignore_ascii_case(last)).cloned();
     cur.insert(
-        existing.unwrap_or_else(|| last.to_string()),
+        existing.unwrap_or_else(|| (*last).to_string()),
         Value::String(encrypted),
     );
     let text = serde_json::to_string_pretty(&Value::Object(tree))
-        .map_err(|e| format!("cannot write the overlay: {e}"))?;
-    write_private(&path, format!("{text}\n").as_bytes())?;
-    Ok(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_private(path, format!("{text}\n").as_bytes())
 }
 
 /// Makes a new key, re-encrypts every overlay value for it, then replaces the key file. Returns
@@ -358,13 +455,28 @@ pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
         &mut Vec::new(),
         &mut n,
     )?;
+    let store = store_path(&plain, dir);
+    let store_tree = read_overlay(&store)?;
+    let before = n;
+    let store_rotated = re(
+        Value::Object(store_tree),
+        &old,
+        &new.to_public(),
+        &mut Vec::new(),
+        &mut n,
+    )?;
     // The old key is kept beside the new one until both files are written.
     let backup = key.with_extension("key.old");
     write_private(&backup, key_text(&old).as_bytes())?;
-    if n > 0 {
+    if before > 0 {
         let text = serde_json::to_string_pretty(&rotated)
             .map_err(|e| format!("cannot write the overlay: {e}"))?;
         write_private(&path, format!("{text}\n").as_bytes())?;
+    }
+    if n > before {
+        let text = serde_json::to_string_pretty(&store_rotated)
+            .map_err(|e| format!("cannot write the connection store: {e}"))?;
+        write_private(&store, format!("{text}\n").as_bytes())?;
     }
     write_private(&key, key_text(&new).as_bytes())?;
     let _ = std::fs::remove_file(&backup);

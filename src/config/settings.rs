@@ -137,6 +137,10 @@ impl SettingsTree {
             merge(&mut root, overlay);
             env_names.extend(names);
         }
+        // Last, the secured options the central server stored (SetSecuredOption).
+        let (stored, origins) = super::encrypted::load_store(&dir, &root, diags);
+        merge(&mut root, stored);
+        env_names.extend(origins);
         let positions = JsonPositions::scan(text);
         let mut referenced = std::collections::HashSet::new();
         let mut refs = References {

@@ -60,6 +60,107 @@ fn done<T>(
     r.map(Response::new)
 }
 
+impl AgentServiceImpl {
+    /// Stores (or removes) a secured option in the connection store, then reloads. The value is
+    /// never logged or returned; the audit line names the caller, connection and option.
+    async fn change_secured_option(
+        &self,
+        caller: &Caller,
+        connection: &str,
+        option: &str,
+        value: Option<&str>,
+    ) -> Result<pb::SecuredOptionState, Status> {
+        let id = required("connection", connection)?;
+        let option = required("option", option)?;
+        let snapshot = self.rt.snapshot();
+        let c = snapshot
+            .connection(id)
+            .ok_or_else(|| Status::not_found(format!("there is no connection {id:?}")))?;
+        let package = c.package.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!("connection {} has no known package", c.identifier))
+        })?;
+        let spec = package
+            .info()
+            .settings
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(option))
+            .filter(|s| {
+                s.secured || matches!(s.kind, crate::packages::spec::SettingKind::ConnectionString)
+            })
+            .ok_or_else(|| {
+                let secured: Vec<&str> = package
+                    .info()
+                    .settings
+                    .iter()
+                    .filter(|s| {
+                        s.secured
+                            || matches!(
+                                s.kind,
+                                crate::packages::spec::SettingKind::ConnectionString
+                            )
+                    })
+                    .map(|s| s.name)
+                    .collect();
+                Status::invalid_argument(format!(
+                    "{option} is not a secured option of package {}; its secured options: {}",
+                    package.info().id,
+                    if secured.is_empty() {
+                        "none".to_string()
+                    } else {
+                        secured.join(", ")
+                    }
+                ))
+            })?;
+        // Sections merge without case, so the XML spelling finds the settings section.
+        let section = c.identifier.to_string();
+        let settings_file = snapshot.settings_file.clone();
+        let (name, option_name) = (section.clone(), spec.name);
+        let setting = value.is_some();
+        let value = value.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            crate::config::encrypted::store_secured_option(
+                &settings_file,
+                &name,
+                option_name,
+                value.as_deref(),
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the store write stopped: {e}")))?
+        .map_err(Status::failed_precondition)?;
+        tracing::info!(
+            caller = %caller.name,
+            connection = %c.identifier,
+            option = spec.name,
+            action = if setting { "set" } else { "deleted" },
+            "audit: secured option changed"
+        );
+        let outcome = self.rt.reload("secured option changed", true).await;
+        if let Some(o) = outcome.as_ref().filter(|o| !o.applied) {
+            return Err(Status::failed_precondition(format!(
+                "the option was stored, but the configuration was rejected: {}",
+                o.errors.join("; ")
+            )));
+        }
+        let cs = self.rt.config_state();
+        let is_set = cs
+            .snapshot
+            .connection(id)
+            .map(|c| match &c.settings {
+                SettingsState::Ok(s) => s.shown().iter().any(|v| v.name == spec.name && v.is_set),
+                _ => false,
+            })
+            .unwrap_or(false);
+        Ok(pb::SecuredOptionState {
+            connection: c.identifier.to_string(),
+            option: spec.name.to_string(),
+            is_set,
+            changed_at: Some(convert::ts(chrono::Utc::now())),
+            configuration_generation: cs.generation,
+        })
+    }
+}
+
 fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
     let v = v.trim();
     if v.is_empty() {
@@ -235,6 +336,36 @@ impl AgentService for AgentServiceImpl {
             })
         })();
         done("GetConnection", &caller, r)
+    }
+
+    async fn set_secured_option(
+        &self,
+        req: Request<pb::SetSecuredOptionRequest>,
+    ) -> Result<Response<pb::SecuredOptionState>, Status> {
+        let caller = self.begin(&req, "SetSecuredOption", Role::Admin)?;
+        let q = req.into_inner();
+        if q.value.is_empty() {
+            let r = Err(Status::invalid_argument(
+                "value is required (DeleteSecuredOption removes one)",
+            ));
+            return done("SetSecuredOption", &caller, r);
+        }
+        let r = self
+            .change_secured_option(&caller, &q.connection, &q.option, Some(&q.value))
+            .await;
+        done("SetSecuredOption", &caller, r)
+    }
+
+    async fn delete_secured_option(
+        &self,
+        req: Request<pb::DeleteSecuredOptionRequest>,
+    ) -> Result<Response<pb::SecuredOptionState>, Status> {
+        let caller = self.begin(&req, "DeleteSecuredOption", Role::Admin)?;
+        let q = req.into_inner();
+        let r = self
+            .change_secured_option(&caller, &q.connection, &q.option, None)
+            .await;
+        done("DeleteSecuredOption", &caller, r)
     }
 
     async fn describe_packages(
