@@ -86,10 +86,16 @@ pub enum Command {
         #[arg(long)]
         rotate: bool,
     },
-    /// Encrypt one setting (value read from standard input) into appsettings.encrypted.agent.json
+    /// Encrypt one setting (value read from standard input) into appsettings.encrypted.agent.json,
+    /// or with --all move every secret written in the settings file there
     Protect {
         /// The setting path, e.g. Connections:HRDb:Password
-        setting: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        setting: Option<String>,
+        /// Move every secured value written in plain text in the settings file into the
+        /// encrypted overlay, and blank it in the settings file
+        #[arg(long)]
+        all: bool,
     },
     /// A minimal control plane that prints heartbeats and reports as JSON lines, for trying the agent
     DevControlPlane {
@@ -204,6 +210,41 @@ fn keygen(cli: &Cli, rotate: bool) -> u8 {
                 "key written to {} (mode 0600); public key {public}",
                 key.display()
             );
+            EXIT_OK
+        }
+        Err(e) => {
+            err_line!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn protect_all(cli: &Cli, registry: &Registry) -> u8 {
+    // Which settings are secret comes from each connection's package: the configuration is
+    // loaded (problems in it do not stop this).
+    let loaded = match load(cli, registry, true) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let connections: Vec<(String, &'static [crate::packages::spec::SettingSpec])> = loaded
+        .snapshot
+        .connections
+        .iter()
+        .filter_map(|c| {
+            c.package
+                .as_ref()
+                .map(|p| (c.identifier.to_string(), p.info().settings))
+        })
+        .collect();
+    match crate::config::encrypted::protect_all(&settings_path(cli), &connections) {
+        Ok(moved) if moved.is_empty() => {
+            out_line!("no secret is written in plain text in the settings file");
+            EXIT_OK
+        }
+        Ok(moved) => {
+            for m in &moved {
+                out_line!("{m}: encrypted, and blanked in the settings file");
+            }
             EXIT_OK
         }
         Err(e) => {
@@ -349,7 +390,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Serve => daemon(&cli, registry, false).await,
         Command::Run => daemon(&cli, registry, true).await,
         Command::Keygen { rotate } => keygen(&cli, *rotate),
-        Command::Protect { setting } => protect(&cli, setting),
+        Command::Protect { setting, all } => match (setting, all) {
+            (Some(setting), false) => protect(&cli, setting),
+            _ => protect_all(&cli, &registry),
+        },
         Command::DevControlPlane { listen, token } => {
             match crate::grpc::dev_control_plane::serve(*listen, token.clone()).await {
                 Ok(()) => EXIT_OK,

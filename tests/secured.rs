@@ -347,3 +347,61 @@ fn a_plain_secret_in_the_settings_file_is_a_warning_naming_the_setting() {
         assert!(!out.all().contains("cred-canary"), "{}", out.all());
     }
 }
+
+#[test]
+fn protect_all_moves_every_plain_secret_into_the_overlay() {
+    let ws = Workspace::new();
+    ws.write("in/people.csv", "id\n1\n");
+    let original = format!(
+        "{{\n  \"Connections\": {{\n    \"People\": {{ \"Path\": \"in/people.csv\" }},\n    \"Mssql\": {{\n      \"ConnectionString\": \"Server=db;User ID=agent;Password='{CANARY}'\",\n      \"SqlCommand\": \"SELECT 1\"\n    }}\n  }}\n}}\n"
+    );
+    std::fs::write(ws.settings_path(), &original).unwrap();
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"People\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>\n<Connection Identifier=\"Mssql\" DisplayName_L1=\"m\" Connector=\"HR\" Package=\"SqlServer\"/>",
+            connector_xml()
+        ),
+    );
+    // Without a key nothing is touched.
+    let out = ws.run(&["protect", "--all"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(ws.settings_path()).unwrap(),
+        original
+    );
+    assert_eq!(ws.run(&["keygen"]).code, 0);
+    let out = ws.run(&["protect", "--all"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("Connections:Mssql:ConnectionString: encrypted, and blanked"),
+        "{}",
+        out.stdout
+    );
+    // The settings file is as written, but for the blanked value.
+    let now = std::fs::read_to_string(ws.settings_path()).unwrap();
+    assert_eq!(
+        now,
+        original.replace(
+            &format!("\"Server=db;User ID=agent;Password='{CANARY}'\""),
+            "\"\""
+        )
+    );
+    assert!(files_containing(&ws.path(""), "cred-canary").is_empty());
+    // The value is in force from the overlay, and shown masked.
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(!v.all().contains("in plain text"), "{}", v.all());
+    let shown = ws.run(&["connections", "--show-settings"]);
+    assert!(shown.stdout.contains("User ID=agent"), "{}", shown.stdout);
+    assert!(!shown.all().contains("cred-canary"), "{}", shown.all());
+    // Nothing left to move.
+    let again = ws.run(&["protect", "--all"]);
+    assert_eq!(again.code, 0);
+    assert!(
+        again.stdout.contains("no secret is written in plain text"),
+        "{}",
+        again.stdout
+    );
+}

@@ -483,6 +483,154 @@ pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
     Ok((new.to_public().to_string(), n))
 }
 
+/// The byte span of the string value of the key at `path` (a `"..."` literal, quotes included),
+/// found from the key's position; `None` when the value is not a string.
+fn string_value_span(
+    text: &str,
+    positions: &JsonPositions,
+    path: &[&str],
+) -> Option<(usize, usize)> {
+    let (line, col) = positions.get(path)?;
+    // Line and column (1-based, column in characters) to a byte offset.
+    let line_start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(line as usize - 2)?.0 + 1
+    };
+    let key_at = line_start
+        + text[line_start..]
+            .char_indices()
+            .nth(col as usize - 1)
+            .map(|(i, _)| i)?;
+    let bytes = text.as_bytes();
+    // Skips a string literal starting at `i` (a '"'); returns the index after its closing quote.
+    let skip_string = |mut i: usize| -> Option<usize> {
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        i += 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+        None
+    };
+    let mut i = skip_string(key_at)?;
+    while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    i += 1;
+    while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    let end = skip_string(i)?;
+    Some((i, end))
+}
+
+/// Moves every secured value written in plain text in the settings file (top-level settings of
+/// each connection whose package marks them secured, and connection strings that hold a
+/// secret) into the encrypted overlay, and blanks it (`""`) in the settings file, leaving the
+/// rest of the file as written. Returns the settings moved.
+pub fn protect_all(
+    settings_file: &Path,
+    connections: &[(String, &'static [crate::packages::spec::SettingSpec])],
+) -> Result<Vec<String>, String> {
+    use crate::packages::spec::SettingKind;
+    let dir = settings_file.parent().unwrap_or(Path::new("."));
+    let mut text = std::fs::read_to_string(settings_file)
+        .map_err(|e| format!("cannot read {}: {e}", settings_file.display()))?;
+    let plain: Map<String, Value> = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| format!("{} is not valid JSON: {e}", settings_file.display()))?;
+    let key = key_path(&plain, dir);
+    read_identity(&key)?;
+    let overlay = dir.join(ENCRYPTED_FILE);
+    let Some(sections) = get_ci(&plain, "Connections").and_then(Value::as_object) else {
+        return Ok(Vec::new());
+    };
+    let mut moves: Vec<(String, String, String)> = Vec::new();
+    for (id, specs) in connections {
+        let Some((section, Value::Object(values))) =
+            sections.iter().find(|(k, _)| k.eq_ignore_ascii_case(id))
+        else {
+            continue;
+        };
+        for (name, v) in values {
+            let Some(spec) = specs.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
+                continue;
+            };
+            let Some(value) = v.as_str() else { continue };
+            if value.is_empty() || value.trim_start().starts_with("${") {
+                continue;
+            }
+            let secret = spec.secured
+                || (matches!(spec.kind, SettingKind::ConnectionString)
+                    && crate::packages::connstr::ConnectionString::parse(value)
+                        .is_ok_and(|c| c.secrets().next().is_some()));
+            if secret {
+                moves.push((section.clone(), name.clone(), value.to_string()));
+            }
+        }
+    }
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The overlay first: if writing it fails, the settings file is untouched.
+    for (section, name, value) in &moves {
+        set_value(&overlay, &key, &["Connections", section, name], Some(value))?;
+    }
+    // Then blank the values in place, last first so that earlier spans stay valid.
+    let positions = JsonPositions::scan(&text);
+    let mut spans: Vec<(usize, usize)> = moves
+        .iter()
+        .filter_map(|(section, name, _)| {
+            string_value_span(&text, &positions, &["Connections", section, name])
+        })
+        .collect();
+    if spans.len() != moves.len() {
+        return Err(format!(
+            "the values are encrypted in {}, but some could not be found in {} to blank them; blank them by hand",
+            overlay.display(),
+            settings_file.display()
+        ));
+    }
+    spans.sort();
+    for (start, end) in spans.into_iter().rev() {
+        text.replace_range(start..end, "\"\"");
+    }
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(settings_file)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o600)
+    };
+    let tmp = settings_file.with_extension("tmp-connagent");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, settings_file)
+        .map_err(|e| format!("cannot replace {}: {e}", settings_file.display()))?;
+    Ok(moves
+        .into_iter()
+        .map(|(s, n, _)| format!("Connections:{s}:{n}"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
