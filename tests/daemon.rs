@@ -790,3 +790,41 @@ fn sigterm_stops_the_agent_after_its_output_streams_closed() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// The encrypted overlay is part of the watched configuration: `protect` while the daemon runs
+/// is applied once, like any other edit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protected_value_is_applied_once_by_the_running_daemon() {
+    use std::io::Write;
+    let ws = workspace();
+    ws.write("in/other.csv", "id,name\n9,Zed\n");
+    assert_eq!(ws.run(&["keygen"]).code, 0);
+    let agent = run(&ws);
+    let mut c = client(&agent.addr()).await;
+    let g = status(&mut c).await.configuration_generation;
+    let mut child = ws
+        .command(&["protect", "Connections:People:Path"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"in/other.csv\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    expect_one_reload(&mut c, g, "protect").await;
+    let d = c
+        .get_connection(auth(
+            pb::GetConnectionRequest {
+                identifier: "People".into(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let path = d.settings.iter().find(|s| s.name == "Path").unwrap();
+    assert_eq!(path.value, "in/other.csv");
+}
