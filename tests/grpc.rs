@@ -1563,4 +1563,33 @@ async fn secured_options_are_stored_encrypted_applied_and_audited() {
         audits[0]
     );
     assert!(audits[1].contains("deleted"), "{}", audits[1]);
+
+    // A value that makes the configuration invalid is refused and taken back out of the store.
+    let before = std::fs::read_to_string(ws.path("Work/appsettings.connection.json")).unwrap();
+    let e = c
+        .set_secured_option(set(
+            ADMIN_TOKEN,
+            "ConnectionString",
+            "Server=db;Integrated Security=SSPI",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("the change was undone"), "{e:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("Work/appsettings.connection.json")).unwrap(),
+        before
+    );
+    let st = c
+        .get_status(auth(pb::GetStatusRequest {}, VIEWER_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.connections, 5, "{st:?}");
+    // Key-value options are not single values.
+    let e = c
+        .set_secured_option(set(ADMIN_TOKEN, "ConnectionStringOptions", "{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 }

@@ -953,3 +953,61 @@ fn tables_and_sql_file_make_one_file_each() {
     assert_eq!(read("Mssql_people.csv"), "id\n1\n2\n");
     assert_eq!(read("Mssql_groups.csv"), "gid\n7\n");
 }
+
+#[test]
+fn connection_string_options_are_merged_and_never_shown() {
+    let r = Responder::start(script().reply(
+        Matcher::Contains("FROM dbo.people".into()),
+        Reply::set(ResultSet::fixed(
+            vec![Column::not_null("id", SqlType::Int)],
+            vec![vec![Cell::Int(1)]],
+        )),
+    ));
+    // The password and the application name come from the secured options, not the string.
+    let ws = workspace(json!({
+        "ConnectionString": format!("Server=tcp:127.0.0.1,{};Database=hr;User ID=agent;Password=wrong;Encrypt=false;TrustServerCertificate=true", r.port()),
+        "ConnectionStringOptions": {"password": PASSWORD, "Application Name": "options-app-7c1"},
+        "SqlCommand": "SELECT id FROM dbo.people",
+    }));
+    let out = ws.run(&["export", "--connection", "Mssql"]);
+    assert_no_secret(&out);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let login = r.logins().last().cloned().unwrap();
+    assert!(login.password_ok);
+    assert_eq!(login.app_name, "options-app-7c1");
+    let shown = ws.run(&["connections", "--show-settings"]);
+    assert_no_secret(&shown);
+    assert!(!shown.all().contains("options-app-7c1"), "{}", shown.all());
+    assert!(
+        shown.all().contains("ConnectionStringOptions"),
+        "{}",
+        shown.all()
+    );
+    // The same from the environment.
+    let mut ws = workspace(json!({
+        "ConnectionString": format!("Server=tcp:127.0.0.1,{};Database=hr;User ID=agent;Encrypt=false;TrustServerCertificate=true", r.port()),
+        "SqlCommand": "SELECT id FROM dbo.people",
+    }));
+    ws.env.push((
+        "CONNAGENT__Connections__Mssql__ConnectionStringOptions__Password".into(),
+        PASSWORD.into(),
+    ));
+    let out = ws.run(&["export", "--connection", "Mssql"]);
+    assert_no_secret(&out);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(r.logins().last().unwrap().password_ok);
+    // Malformed options are a located error.
+    let ws = workspace(json!({
+        "ConnectionString": cs(&r),
+        "ConnectionStringOptions": ["Password", "x"],
+        "SqlCommand": "SELECT 1",
+    }));
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("Connections:Mssql:ConnectionStringOptions is not an object"),
+        "{}",
+        out.stderr
+    );
+}

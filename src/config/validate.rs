@@ -1105,6 +1105,69 @@ fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics
 }
 
 /// Builds a connection's typed settings from its section, reporting each problem where it is.
+/// `ConnectionStringOptions` (secured key-value options) are merged into `ConnectionString`, and
+/// kept only as a secret afterwards. False when they are malformed.
+fn merge_connection_string_options(
+    tree: &SettingsTree,
+    key: &str,
+    values: &mut [(&'static str, crate::packages::spec::SettingValue)],
+    d: &mut Diagnostics,
+) -> bool {
+    use crate::packages::spec::SettingValue;
+    let Some(i) = values
+        .iter()
+        .position(|(n, _)| *n == "ConnectionStringOptions")
+    else {
+        return true;
+    };
+    let origin = tree.origin(&["Connections", key, "ConnectionStringOptions"]);
+    let bad = |d: &mut Diagnostics, msg: &str| {
+        d.push(
+            Diagnostic::error(
+                Some(origin.clone()),
+                format!("Connections:{key}:ConnectionStringOptions {msg}"),
+            )
+            .hint("write an object of keyword: value, e.g. {\"Password\": \"...\"}"),
+        );
+        false
+    };
+    let pairs: Vec<(String, String)> = match &values[i].1 {
+        SettingValue::Structured(serde_json::Value::Object(m)) => {
+            let mut pairs = Vec::new();
+            for (k, v) in m {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    _ => {
+                        return bad(
+                            d,
+                            &format!(
+                                "has a value for {k:?} that is not text, a number or true/false"
+                            ),
+                        );
+                    }
+                };
+                if k.trim().is_empty() || k.contains(['=', ';']) {
+                    return bad(d, "has a keyword that is empty or holds '=' or ';'");
+                }
+                pairs.push((k.clone(), text));
+            }
+            pairs
+        }
+        _ => return bad(d, "is not an object"),
+    };
+    let Some((_, SettingValue::ConnectionString(cs))) =
+        values.iter_mut().find(|(n, _)| *n == "ConnectionString")
+    else {
+        return bad(d, "needs ConnectionString, which it is merged into");
+    };
+    let json = serde_json::to_string(&pairs).unwrap_or_default();
+    cs.merge_secured_options(pairs);
+    values[i].1 = SettingValue::Secret(crate::secret::Secret::new(json));
+    true
+}
+
 /// A secured value written in plain text in the settings file itself is allowed, with a warning
 /// that names the setting (never the value) and the safer places for it.
 fn plain_secret_warning(
@@ -1197,6 +1260,9 @@ fn build_settings(
                 );
             }
         }
+    }
+    if !merge_connection_string_options(tree, key, &mut values, d) {
+        ok = false;
     }
     for s in spec.iter().filter(|s| s.required) {
         if !values.iter().any(|(n, _)| *n == s.name) {

@@ -111,9 +111,28 @@ impl AgentServiceImpl {
                     }
                 ))
             })?;
+        if matches!(spec.kind, crate::packages::spec::SettingKind::Structured) {
+            return Err(Status::invalid_argument(format!(
+                "{} is a set of keyword-value options; write it in the settings or the encrypted overlay (connagent protect), SetSecuredOption takes single values",
+                spec.name
+            )));
+        }
         // Sections merge without case, so the XML spelling finds the settings section.
         let section = c.identifier.to_string();
         let settings_file = snapshot.settings_file.clone();
+        // Kept to put the store back if the new configuration is rejected.
+        let store = {
+            let plain: serde_json::Map<String, serde_json::Value> =
+                std::fs::read_to_string(&settings_file)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
+                    .unwrap_or_default();
+            crate::config::encrypted::store_path(
+                &plain,
+                settings_file.parent().unwrap_or(std::path::Path::new(".")),
+            )
+        };
+        let previous = std::fs::read(&store).ok();
         let (name, option_name) = (section.clone(), spec.name);
         let setting = value.is_some();
         let value = value.map(str::to_string);
@@ -137,8 +156,19 @@ impl AgentServiceImpl {
         );
         let outcome = self.rt.reload("secured option changed", true).await;
         if let Some(o) = outcome.as_ref().filter(|o| !o.applied) {
+            // Put the store back as it was, so that the next start does not meet the bad value.
+            let restored = match &previous {
+                Some(bytes) => std::fs::write(&store, bytes),
+                None => std::fs::remove_file(&store),
+            };
+            let note = match restored {
+                Ok(()) => "the change was undone".to_string(),
+                Err(e) => {
+                    format!("and it could not be undone ({e}): remove it with DeleteSecuredOption")
+                }
+            };
             return Err(Status::failed_precondition(format!(
-                "the option was stored, but the configuration was rejected: {}",
+                "the configuration with this option was rejected, {note}: {}",
                 o.errors.join("; ")
             )));
         }

@@ -11,6 +11,9 @@ use std::fmt;
 pub enum Part {
     Plain(String),
     Secret(Secret),
+    /// A keyword given as a secured option (`ConnectionStringOptions`): read like a plain value
+    /// by the package, but never shown (`(set)`) in listings, gRPC or the redacted form.
+    Hidden(String),
 }
 
 /// How a connection string was written; kept so it can be shown the same way.
@@ -420,8 +423,24 @@ impl ConnectionString {
     /// A plain (non-secret) value.
     pub fn plain(&self, names: &[&str]) -> Option<&str> {
         match self.get(names)? {
-            Part::Plain(s) => Some(s),
+            Part::Plain(s) | Part::Hidden(s) => Some(s),
             Part::Secret(_) => None,
+        }
+    }
+
+    /// Merges secured key-value options into the connection string: each replaces the keyword
+    /// of the same name (compared without case and spaces) or is added. Password keywords become
+    /// secrets; every other keyword is hidden from what is shown.
+    pub fn merge_secured_options(&mut self, options: Vec<(String, String)>) {
+        for (key, value) in options {
+            let part = if SECRET_KEYS.contains(&normalize(&key).as_str()) {
+                Part::Secret(Secret::new(value))
+            } else {
+                Part::Hidden(value)
+            };
+            let n = normalize(&key);
+            self.parts.retain(|(k, _)| normalize(k) != n);
+            self.parts.push((key, part));
         }
     }
 
@@ -432,7 +451,7 @@ impl ConnectionString {
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.parts.iter().filter_map(|(_, p)| match p {
             Part::Secret(s) => Some(s),
-            Part::Plain(_) => None,
+            Part::Plain(_) | Part::Hidden(_) => None,
         })
     }
 
@@ -440,7 +459,7 @@ impl ConnectionString {
     pub fn redacted(&self) -> String {
         let shown = |p: &Part| match p {
             Part::Plain(v) => v.clone(),
-            Part::Secret(_) => SET_MARKER.to_string(),
+            Part::Secret(_) | Part::Hidden(_) => SET_MARKER.to_string(),
         };
         match self.syntax {
             Syntax::Ado => self
@@ -451,7 +470,7 @@ impl ConnectionString {
                         format!("{k}=\"{}\"", v.replace('"', "\"\""))
                     }
                     Part::Plain(v) => format!("{k}={v}"),
-                    Part::Secret(_) => format!("{k}={SET_MARKER}"),
+                    Part::Secret(_) | Part::Hidden(_) => format!("{k}={SET_MARKER}"),
                 })
                 .collect::<Vec<_>>()
                 .join(";"),

@@ -40,6 +40,7 @@ const SETTINGS: &[SettingSpec] = &[
     sql::SQL_FILE,
     sql::TABLES,
     sql::TIMEOUT,
+    sql::CONNECTION_STRING_OPTIONS,
     sql::CSV_ENCODING,
     SettingSpec {
         name: "IsolationLevel",

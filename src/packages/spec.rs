@@ -44,7 +44,7 @@ impl SettingKind {
             SettingKind::Path => "a file path".into(),
             SettingKind::Choice(words) => format!("one of {}", words.join(", ")),
             SettingKind::ConnectionString => "a connection string (key=value;...)".into(),
-            SettingKind::Structured => "a list of objects".into(),
+            SettingKind::Structured => "a list of objects, or an object".into(),
         }
     }
 }
@@ -98,7 +98,8 @@ pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValu
             format!("expected {}, found {}", spec.kind.describe(), short(raw))
         }
     };
-    if spec.secured {
+    // Secured key-value options stay structured until they are merged (see config::validate).
+    if spec.secured && !matches!(spec.kind, SettingKind::Structured) {
         return match raw {
             J::String(s) => Ok(SettingValue::Secret(Secret::new(s.clone()))),
             J::Number(n) => Ok(SettingValue::Secret(Secret::new(n.to_string()))),
@@ -384,6 +385,12 @@ impl Settings {
                     None if e.spec.secured => NOT_SET_MARKER.to_string(),
                     None => String::new(),
                     Some(SettingValue::Secret(_)) => SET_MARKER.to_string(),
+                    // A secured value of any other kind is never shown either.
+                    Some(v)
+                        if e.spec.secured && !matches!(v, SettingValue::ConnectionString(_)) =>
+                    {
+                        SET_MARKER.to_string()
+                    }
                     Some(SettingValue::Text(s)) => s.clone(),
                     Some(SettingValue::Integer(i)) => i.to_string(),
                     Some(SettingValue::Boolean(b)) => b.to_string(),

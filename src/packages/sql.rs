@@ -42,6 +42,16 @@ pub const TIMEOUT: SettingSpec = SettingSpec {
     description: "Seconds a whole query may take; no limit when unset or 0.",
 };
 
+pub const CONNECTION_STRING_OPTIONS: SettingSpec = SettingSpec {
+    name: "ConnectionStringOptions",
+    section: Section::Additional,
+    kind: SettingKind::Structured,
+    default: None,
+    required: false,
+    secured: true,
+    description: "Secured key-value options (write-only), merged into ConnectionString: {\"Password\": \"...\", \"Application Name\": \"...\"}. Each replaces the keyword of the same name; none is ever shown.",
+};
+
 pub const CSV_ENCODING: SettingSpec = SettingSpec {
     name: "CsvEncoding",
     section: Section::Advanced,
