@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use support::agent::*;
 use support::*;
 
-const TOKEN: &str = "daemon-test-token-4a1c";
+const TOKEN: &str = "daemon-token-canary-4a1c";
 
 fn workspace() -> Workspace {
     let mut ws = Workspace::new();

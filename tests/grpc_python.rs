@@ -21,7 +21,7 @@ fn python() -> std::path::PathBuf {
 
 #[test]
 fn python_grpcio_client_drives_the_agent() {
-    let token = "python-client-token-0b7e";
+    let token = "python-client-canary-0b7e";
     let ws = Workspace::new();
     ws.write("in/people.csv", "id,name\n1,Zoë\n");
     ws.settings(json!({

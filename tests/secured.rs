@@ -405,3 +405,18 @@ fn protect_all_moves_every_plain_secret_into_the_overlay() {
         again.stdout
     );
 }
+
+/// The harness's own suite-wide checks (see `support::CANARY_MARK`) do fail.
+#[test]
+#[should_panic(expected = "leaked into the output of")]
+fn the_harness_catches_a_canary_in_output() {
+    support::assert_no_canary("the output of a test", "before canary-x after");
+}
+
+#[test]
+#[should_panic(expected = "was written by the agent to")]
+fn the_harness_catches_a_canary_in_a_written_file() {
+    let ws = Workspace::new();
+    ws.write("Work/Runs/leak.json", "{\"password\": \"canary-file-1\"}");
+    drop(ws);
+}

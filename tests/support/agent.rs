@@ -114,6 +114,14 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let printed = format!(
+                "{}\n{}",
+                self.lines.lock().map(|l| l.join("\n")).unwrap_or_default(),
+                self.stderr_text()
+            );
+            super::assert_no_canary("the agent's output or log", &printed);
+        }
     }
 }
 

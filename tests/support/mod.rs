@@ -18,6 +18,46 @@ pub struct Workspace {
     pub env: Vec<(String, String)>,
 }
 
+/// Every secret value a test uses (passwords, tokens, keys) contains this word, and nothing else
+/// does. The harness checks, for every test, that it never appears in what the agent prints
+/// (`Workspace::run`, the daemon's output in `agent::Proc`) or in what the agent writes (the
+/// `Temp` and `Work` folders), on top of each test's own checks.
+pub const CANARY_MARK: &str = "canary";
+
+/// Panics when `text` holds a canary (see [`CANARY_MARK`]).
+pub fn assert_no_canary(what: &str, text: &str) {
+    if let Some(at) = text.find(CANARY_MARK) {
+        let start = text[..at]
+            .char_indices()
+            .rev()
+            .nth(80)
+            .map_or(0, |(i, _)| i);
+        let end = (at + 80).min(text.len());
+        let end = (end..=text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
+        panic!(
+            "a secret (a value holding {CANARY_MARK:?}) leaked into {what}: ...{}...",
+            &text[start..end]
+        );
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for folder in ["Temp", "Work"] {
+            let leaked = files_containing(&self.path(folder), CANARY_MARK);
+            assert!(
+                leaked.is_empty(),
+                "a secret (a value holding {CANARY_MARK:?}) was written by the agent to {leaked:?}"
+            );
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Output {
     pub code: i32,
@@ -105,11 +145,16 @@ impl Workspace {
 
     pub fn run(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().expect("run connagent");
-        Output {
+        let out = Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        };
+        assert_no_canary(
+            &format!("the output of `connagent {}`", args.join(" ")),
+            &out.all(),
+        );
+        out
     }
 
     pub fn output_file(&self, name: &str) -> PathBuf {
