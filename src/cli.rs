@@ -199,11 +199,7 @@ fn keygen(cli: &Cli, rotate: bool) -> u8 {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let plain: serde_json::Map<String, serde_json::Value> = std::fs::read_to_string(&settings)
-        .ok()
-        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
-        .unwrap_or_default();
-    let key = encrypted::key_path(&plain, &dir);
+    let key = encrypted::key_path(&encrypted::plain_settings(&settings), &dir);
     match encrypted::keygen(&key, false) {
         Ok(public) => {
             out_line!(
@@ -261,10 +257,7 @@ fn protect(cli: &Cli, setting: &str) -> u8 {
         err_line!("error: cannot read the value from standard input: {e}");
         return EXIT_FAILED;
     }
-    let value = value
-        .strip_suffix("\r\n")
-        .or_else(|| value.strip_suffix('\n'))
-        .unwrap_or(&value);
+    let value = config::settings::without_final_newline(&value);
     if value.is_empty() {
         err_line!(
             "error: no value on standard input; pipe the value in: `connagent protect {setting} < file`"

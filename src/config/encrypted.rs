@@ -65,13 +65,25 @@ pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, String> {
 
 /// Writes `content` to `path` through a temporary file (mode 0600), then renames it.
 fn write_private(path: &Path, content: &[u8]) -> Result<(), String> {
+    write_atomic(path, content, 0o600)
+}
+
+/// Writes a JSON tree (the overlay or the store) with [`write_private`].
+fn write_tree(path: &Path, tree: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(tree)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_private(path, format!("{text}\n").as_bytes())
+}
+
+/// Writes `content` to `path` through a temporary file with `mode`, synced, then renamed.
+fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp-connagent");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     f.write_all(content)
@@ -160,6 +172,14 @@ pub fn store_path(plain: &Map<String, Value>, dir: &Path) -> PathBuf {
     } else {
         dir.join(p).join(STORE_FILE)
     }
+}
+
+/// The connection store of the agent whose settings file is `settings_file`.
+pub fn store_path_of(settings_file: &Path) -> PathBuf {
+    store_path(
+        &plain_settings(settings_file),
+        settings_file.parent().unwrap_or(Path::new(".")),
+    )
 }
 
 pub fn load_store(
@@ -256,10 +276,7 @@ impl Walk<'_> {
                 Value::String(s) => match decrypt(self.identity, &s) {
                     Ok(plain) => {
                         self.origins.insert(
-                            keys.iter()
-                                .map(|k| k.to_ascii_lowercase())
-                                .collect::<Vec<_>>()
-                                .join("/"),
+                            super::settings::key_id(keys),
                             format!("{ORIGIN_PREFIX}{setting} ({})", self.file.display()),
                         );
                         Some(Value::String(plain))
@@ -305,7 +322,9 @@ fn read_overlay(path: &Path) -> Result<Map<String, Value>, String> {
     }
 }
 
-fn plain_settings(settings_file: &Path) -> Map<String, Value> {
+/// The settings file as JSON, without the other layers (empty when unreadable): enough to find
+/// `Secrets:KeyFile` and `WorkFolderPath`.
+pub fn plain_settings(settings_file: &Path) -> Map<String, Value> {
     std::fs::read_to_string(settings_file)
         .ok()
         .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
@@ -377,9 +396,7 @@ fn set_value(path: &Path, key: &Path, segs: &[&str], value: Option<&str>) -> Res
             }
         }
         remove(&mut tree, segs);
-        let text = serde_json::to_string_pretty(&Value::Object(tree))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        return write_private(path, format!("{text}\n").as_bytes());
+        return write_tree(path, &Value::Object(tree));
     };
     let encrypted = encrypt(&identity.to_public(), value)?;
     let segs = parents;
@@ -401,19 +418,14 @@ fn set_value(path: &Path, key: &Path, segs: &[&str], value: Option<&str>) -> Res
         existing.unwrap_or_else(|| (*last).to_string()),
         Value::String(encrypted),
     );
-    let text = serde_json::to_string_pretty(&Value::Object(tree))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    write_private(path, format!("{text}\n").as_bytes())
+    write_tree(path, &Value::Object(tree))
 }
 
 /// Makes a new key, re-encrypts every overlay value for it, then replaces the key file. Returns
 /// the new public key and how many values were re-encrypted.
 pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
     let dir = settings_file.parent().unwrap_or(Path::new("."));
-    let plain: Map<String, Value> = std::fs::read_to_string(settings_file)
-        .ok()
-        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
-        .unwrap_or_default();
+    let plain = plain_settings(settings_file);
     let key = key_path(&plain, dir);
     let old = read_identity(&key)?;
     let new = age::x25519::Identity::generate();
@@ -469,14 +481,10 @@ pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
     let backup = key.with_extension("key.old");
     write_private(&backup, key_text(&old).as_bytes())?;
     if before > 0 {
-        let text = serde_json::to_string_pretty(&rotated)
-            .map_err(|e| format!("cannot write the overlay: {e}"))?;
-        write_private(&path, format!("{text}\n").as_bytes())?;
+        write_tree(&path, &rotated)?;
     }
     if n > before {
-        let text = serde_json::to_string_pretty(&store_rotated)
-            .map_err(|e| format!("cannot write the connection store: {e}"))?;
-        write_private(&store, format!("{text}\n").as_bytes())?;
+        write_tree(&store, &store_rotated)?;
     }
     write_private(&key, key_text(&new).as_bytes())?;
     let _ = std::fs::remove_file(&backup);
@@ -541,7 +549,6 @@ pub fn protect_all(
     settings_file: &Path,
     connections: &[(String, &'static [crate::packages::spec::SettingSpec])],
 ) -> Result<Vec<String>, String> {
-    use crate::packages::spec::SettingKind;
     let dir = settings_file.parent().unwrap_or(Path::new("."));
     let mut text = std::fs::read_to_string(settings_file)
         .map_err(|e| format!("cannot read {}: {e}", settings_file.display()))?;
@@ -568,11 +575,7 @@ pub fn protect_all(
             if value.is_empty() || value.trim_start().starts_with("${") {
                 continue;
             }
-            let secret = spec.secured
-                || (matches!(spec.kind, SettingKind::ConnectionString)
-                    && crate::packages::connstr::ConnectionString::parse(value)
-                        .is_ok_and(|c| c.secrets().next().is_some()));
-            if secret {
+            if spec.is_secret_text(value) {
                 moves.push((section.clone(), name.clone(), value.to_string()));
             }
         }
@@ -609,22 +612,7 @@ pub fn protect_all(
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0o600)
     };
-    let tmp = settings_file.with_extension("tmp-connagent");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, settings_file)
-        .map_err(|e| format!("cannot replace {}: {e}", settings_file.display()))?;
+    write_atomic(settings_file, text.as_bytes(), mode)?;
     Ok(moves
         .into_iter()
         .map(|(s, n, _)| format!("Connections:{s}:{n}"))

@@ -27,8 +27,9 @@ pub struct SettingsTree {
     pub dir: PathBuf,
     pub root: Map<String, Value>,
     positions: JsonPositions,
-    /// Lower-cased key path (joined with '/') → the environment variable that set it.
-    env: HashMap<String, String>,
+    /// Key path (see [`key_id`]) → the layer that set it, when not the settings file: an
+    /// environment variable, a credential, the encrypted overlay or the connection store.
+    env: HashMap<String, Origin>,
     /// Lower-cased key paths whose value came from a `${...}` reference.
     referenced: std::collections::HashSet<String>,
 }
@@ -115,17 +116,16 @@ impl SettingsTree {
         // The encrypted overlay comes after the file, before the environment.
         let (decrypted, origins) = super::encrypted::load(&dir, &root, hasher, diags);
         merge(&mut root, decrypted);
-        env_names.extend(origins);
+        env_names.extend(origins.into_iter().map(|(k, o)| (k, Origin::Source(o))));
         // The environment layer is built here rather than with config::Environment: that source
         // splits keys on '.', which connection identifiers may contain (`HR.People`).
         merge(&mut root, env_overlay(env));
         for (name, _) in env.iter().filter(|(k, _)| is_override_var(k)) {
-            let key = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
+            let segs: Vec<&str> = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
                 .split(ENV_SEPARATOR)
-                .map(str::to_ascii_lowercase)
-                .collect::<Vec<_>>()
-                .join("/");
-            env_names.insert(key, name.clone());
+                .collect();
+            let key = key_id(&segs);
+            env_names.insert(key, Origin::Env(name.clone()));
         }
         // systemd credentials come after the environment: later wins.
         let credentials = env
@@ -135,12 +135,12 @@ impl SettingsTree {
         if let Some(cred_dir) = &credentials {
             let (overlay, names) = credentials_overlay(cred_dir, diags);
             merge(&mut root, overlay);
-            env_names.extend(names);
+            env_names.extend(names.into_iter().map(|(k, o)| (k, Origin::Source(o))));
         }
         // Last, the secured options the central server stored (SetSecuredOption).
         let (stored, origins) = super::encrypted::load_store(&dir, &root, diags);
         merge(&mut root, stored);
-        env_names.extend(origins);
+        env_names.extend(origins.into_iter().map(|(k, o)| (k, Origin::Source(o))));
         let positions = JsonPositions::scan(text);
         let mut referenced = std::collections::HashSet::new();
         let mut refs = References {
@@ -176,13 +176,7 @@ impl SettingsTree {
 
     /// Whether the value at `path` was resolved from a `${...}` reference.
     pub fn is_referenced(&self, path: &[&str]) -> bool {
-        self.referenced.contains(
-            &path
-                .iter()
-                .map(|k| k.to_ascii_lowercase())
-                .collect::<Vec<_>>()
-                .join("/"),
-        )
+        self.referenced.contains(&key_id(path))
     }
 
     /// The value at `path`, keys compared case-insensitively.
@@ -213,24 +207,15 @@ impl SettingsTree {
 /// Where the value at `path` came from: the environment variable or credential that set it, else
 /// its place in the file (or the nearest enclosing key that is written there).
 fn origin_of<S: AsRef<str>>(
-    env: &HashMap<String, String>,
+    env: &HashMap<String, Origin>,
     positions: &JsonPositions,
     file: &Path,
     path: &[S],
 ) -> Origin {
     for n in (1..=path.len()).rev() {
-        let key = path[..n]
-            .iter()
-            .map(|s| s.as_ref().to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join("/");
-        if let Some(var) = env.get(&key) {
-            // Variable names hold no spaces; the other sources' names do.
-            return if var.contains(' ') {
-                Origin::Source(var.clone())
-            } else {
-                Origin::Env(var.clone())
-            };
+        let key = key_id(&path[..n]);
+        if let Some(origin) = env.get(&key) {
+            return origin.clone();
         }
         let segs: Vec<&str> = path[..n].iter().map(AsRef::as_ref).collect();
         if let Some((line, col)) = positions.get(&segs) {
@@ -238,6 +223,21 @@ fn origin_of<S: AsRef<str>>(
         }
     }
     Origin::File(Location::file_only(file))
+}
+
+/// A value read from a file, without one trailing newline (`\n` or `\r\n`).
+pub fn without_final_newline(text: &str) -> &str {
+    text.strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text)
+}
+
+/// The case-insensitive identity of a key path: lower-cased segments joined with '/'.
+pub(crate) fn key_id<S: AsRef<str>>(segs: &[S]) -> String {
+    segs.iter()
+        .map(|s| s.as_ref().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// systemd passes credentials (`LoadCredential=`, `SetCredential=`) as files in this folder.
@@ -305,11 +305,7 @@ fn credentials_overlay(
                 continue;
             }
         };
-        let value = value
-            .strip_suffix("\r\n")
-            .or_else(|| value.strip_suffix('\n'))
-            .unwrap_or(&value)
-            .to_string();
+        let value = without_final_newline(&value).to_string();
         let mut leaf = Value::String(value);
         for seg in segs.iter().skip(1).rev() {
             let mut m = Map::new();
@@ -319,13 +315,7 @@ fn credentials_overlay(
         let mut overlay = Map::new();
         overlay.insert(segs[0].to_string(), leaf);
         merge(&mut root, overlay);
-        names.insert(
-            segs.iter()
-                .map(|s| s.to_ascii_lowercase())
-                .collect::<Vec<_>>()
-                .join("/"),
-            origin,
-        );
+        names.insert(key_id(&segs), origin);
     }
     (root, names)
 }
@@ -432,12 +422,7 @@ impl References<'_> {
                             // Not hashed for change detection (SIGHUP reads them again).
                             let bytes = std::fs::read(&f);
                             match bytes.map(String::from_utf8) {
-                                Ok(Ok(text)) => Some(
-                                    text.strip_suffix("\r\n")
-                                        .or_else(|| text.strip_suffix('\n'))
-                                        .unwrap_or(&text)
-                                        .to_string(),
-                                ),
+                                Ok(Ok(text)) => Some(without_final_newline(&text).to_string()),
                                 Ok(Err(_)) => {
                                     fail(
                                         self,
@@ -468,12 +453,7 @@ impl References<'_> {
                 };
                 if let Some(r) = resolved {
                     *s = r;
-                    self.referenced.insert(
-                        path.iter()
-                            .map(|k| k.to_ascii_lowercase())
-                            .collect::<Vec<_>>()
-                            .join("/"),
-                    );
+                    self.referenced.insert(key_id(path));
                 }
             }
             _ => {}

@@ -1187,11 +1187,7 @@ fn plain_secret_warning(
     if tree.is_referenced(&["Connections", key, s.name]) {
         return;
     }
-    let secret = s.secured
-        || (matches!(s.kind, crate::packages::spec::SettingKind::ConnectionString)
-            && crate::packages::connstr::ConnectionString::parse(text)
-                .is_ok_and(|c| c.secrets().next().is_some()));
-    if secret {
+    if s.is_secret_text(text) {
         d.push(
             Diagnostic::warning(
                 Some(origin.clone()),

@@ -84,21 +84,13 @@ impl AgentServiceImpl {
             .settings
             .iter()
             .find(|s| s.name.eq_ignore_ascii_case(option))
-            .filter(|s| {
-                s.secured || matches!(s.kind, crate::packages::spec::SettingKind::ConnectionString)
-            })
+            .filter(|s| s.may_hold_secret())
             .ok_or_else(|| {
                 let secured: Vec<&str> = package
                     .info()
                     .settings
                     .iter()
-                    .filter(|s| {
-                        s.secured
-                            || matches!(
-                                s.kind,
-                                crate::packages::spec::SettingKind::ConnectionString
-                            )
-                    })
+                    .filter(|s| s.may_hold_secret())
                     .map(|s| s.name)
                     .collect();
                 Status::invalid_argument(format!(
@@ -121,17 +113,7 @@ impl AgentServiceImpl {
         let section = c.identifier.to_string();
         let settings_file = snapshot.settings_file.clone();
         // Kept to put the store back if the new configuration is rejected.
-        let store = {
-            let plain: serde_json::Map<String, serde_json::Value> =
-                std::fs::read_to_string(&settings_file)
-                    .ok()
-                    .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
-                    .unwrap_or_default();
-            crate::config::encrypted::store_path(
-                &plain,
-                settings_file.parent().unwrap_or(std::path::Path::new(".")),
-            )
-        };
+        let store = crate::config::encrypted::store_path_of(&settings_file);
         let previous = std::fs::read(&store).ok();
         let (name, option_name) = (section.clone(), spec.name);
         let setting = value.is_some();

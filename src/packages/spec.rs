@@ -62,6 +62,22 @@ pub struct SettingSpec {
     pub description: &'static str,
 }
 
+impl SettingSpec {
+    /// Whether the setting can hold a secret: secured, or a connection string (whose password
+    /// parts are secret).
+    pub fn may_hold_secret(&self) -> bool {
+        self.secured || matches!(self.kind, SettingKind::ConnectionString)
+    }
+
+    /// Whether `text`, written as this setting's value, is or holds a secret.
+    pub fn is_secret_text(&self, text: &str) -> bool {
+        self.secured
+            || (matches!(self.kind, SettingKind::ConnectionString)
+                && super::connstr::ConnectionString::parse(text)
+                    .is_ok_and(|c| c.secrets().next().is_some()))
+    }
+}
+
 /// A typed setting value.
 #[derive(Clone)]
 pub enum SettingValue {
