@@ -252,12 +252,31 @@ fn protect_all(cli: &Cli, registry: &Registry) -> u8 {
 
 fn protect(cli: &Cli, setting: &str) -> u8 {
     use std::io::Read;
-    let mut value = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut value) {
+    // Read into one buffer that never moves (a moved buffer would leave a copy of the secret
+    // behind) and that is wiped when dropped.
+    const LIMIT: usize = 64 * 1024;
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(LIMIT + 1));
+    if let Err(e) = std::io::stdin()
+        .lock()
+        .take(LIMIT as u64)
+        .read_to_end(&mut bytes)
+    {
         err_line!("error: cannot read the value from standard input: {e}");
         return EXIT_FAILED;
     }
-    let value = config::settings::without_final_newline(&value);
+    if bytes.len() >= LIMIT {
+        err_line!(
+            "error: the value on standard input is {LIMIT} bytes or longer; a secured value must be shorter"
+        );
+        return EXIT_USAGE;
+    }
+    let value = match std::str::from_utf8(&bytes) {
+        Ok(v) => config::settings::without_final_newline(v),
+        Err(_) => {
+            err_line!("error: the value on standard input is not UTF-8 text");
+            return EXIT_USAGE;
+        }
+    };
     if value.is_empty() {
         err_line!(
             "error: no value on standard input; pipe the value in: `connagent protect {setting} < file`"

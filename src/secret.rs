@@ -6,7 +6,7 @@
 //! came from elsewhere (a driver's error message that repeats a connection string, say).
 
 use std::fmt;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The text shown wherever a secured value would otherwise appear.
 pub const SET_MARKER: &str = "(set)";
@@ -79,10 +79,46 @@ impl Redactor {
         let mut out = text.to_string();
         for s in &self.secrets {
             if out.contains(s.expose()) {
-                out = out.replace(s.expose(), "***");
+                let masked = out.replace(s.expose(), "***");
+                // The text held the secret: wipe it before letting it go.
+                out.zeroize();
+                out = masked;
             }
         }
         out
+    }
+}
+
+/// Overwrites every string of a JSON value with zeros (and empties it). Settings are parsed into
+/// JSON before the package specs say which of them are secret, so the parsed trees, and any copy
+/// of a part of them, are wiped with this when they are dropped (see `config::settings`).
+pub fn wipe_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(m) => wipe_json_map(m),
+        _ => {}
+    }
+}
+
+/// [`wipe_json`] for every value of an object (keys are setting names, never secrets).
+pub fn wipe_json_map(m: &mut serde_json::Map<String, serde_json::Value>) {
+    m.values_mut().for_each(wipe_json);
+}
+
+/// A JSON value that is wiped ([`wipe_json`]) when dropped: for transient copies of settings.
+#[derive(Default)]
+pub struct WipedJson(pub serde_json::Value);
+
+impl Drop for WipedJson {
+    fn drop(&mut self) {
+        wipe_json(&mut self.0);
+    }
+}
+
+impl fmt::Debug for WipedJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WipedJson(..)")
     }
 }
 
@@ -105,5 +141,23 @@ mod tests {
         r.add(&Secret::new("abcdef"));
         assert_eq!(r.redact("x abcdef y abc z"), "x *** y *** z");
         assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn wipe_json_empties_every_string_at_any_depth() {
+        let mut v = serde_json::json!({
+            "Connections": {"Db": {"Password": "pw-canary", "Port": 5432,
+                "Servers": [{"Login": "cn=x", "Tags": ["a", "b"]}], "On": true}},
+            "Top": "t"
+        });
+        wipe_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "Connections": {"Db": {"Password": "", "Port": 5432,
+                    "Servers": [{"Login": "", "Tags": ["", ""]}], "On": true}},
+                "Top": ""
+            })
+        );
     }
 }

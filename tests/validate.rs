@@ -311,6 +311,20 @@ fn cases() -> Vec<Case> {
             message: "the settings file is not valid JSON",
         },
         Case {
+            name: "settings file not an object",
+            files: vec![("x.xml", conn(""))],
+            settings: json!(["Connections"]),
+            at: "appsettings.agent.json:1:1",
+            message: "the settings file must hold a JSON object",
+        },
+        Case {
+            name: "settings file not UTF-8",
+            files: vec![("x.xml", conn(""))],
+            settings: json!("not utf-8"),
+            at: "appsettings.agent.json",
+            message: "cannot read the settings file: invalid utf-8 sequence",
+        },
+        Case {
             name: "missing xml folder",
             files: vec![],
             settings: json!({"XmlConfigurationPath": "nowhere"}),
@@ -343,6 +357,12 @@ fn every_kind_of_configuration_error_is_located_and_exits_78() {
         ws.write("db.sqlite", "");
         if case.settings.is_null() {
             ws.write("appsettings.agent.json", "{\n  \"Agent\": {,\n}");
+        } else if case.settings == json!("not utf-8") {
+            // Latin-1 "é" in a value: not UTF-8.
+            ws.write(
+                "appsettings.agent.json",
+                b"{\"Agent\": {\"Identifier\": \"caf\xe9\"}}\n",
+            );
         } else {
             ws.settings(case.settings.clone());
         }

@@ -14,11 +14,13 @@
 use super::diag::{Diagnostic, Diagnostics, Location, Origin};
 use super::jsonpos::JsonPositions;
 use crate::ident::get_ci;
+use crate::secret::Secret;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use zeroize::{Zeroize, Zeroizing};
 
 pub const ENCRYPTED_FILE: &str = "appsettings.encrypted.agent.json";
 pub const PREFIX: &str = "age:v1:";
@@ -44,12 +46,13 @@ pub fn key_path(root: &Map<String, Value>, dir: &Path) -> PathBuf {
 
 /// Reads the agent's identity.
 pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    // The key file's text is the private key: wiped once parsed.
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         format!(
             "cannot read the key file {}: {e}; run `connagent keygen`, or set Secrets:KeyFile",
             path.display()
         )
-    })?;
+    })?);
     let line = text
         .lines()
         .map(str::trim)
@@ -92,13 +95,20 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
 }
 
-fn key_text(identity: &age::x25519::Identity) -> String {
+/// The key file's text, in a buffer that is wiped when dropped and never moves while filled.
+fn key_text(identity: &age::x25519::Identity) -> Zeroizing<String> {
     use age::secrecy::ExposeSecret;
-    format!(
-        "# connagent agent key; public key: {}\n{}\n",
-        identity.to_public(),
-        identity.to_string().expose_secret()
-    )
+    let secret = identity.to_string();
+    let public = identity.to_public().to_string();
+    let mut text = Zeroizing::new(String::with_capacity(
+        64 + public.len() + secret.expose_secret().len(),
+    ));
+    text.push_str("# connagent agent key; public key: ");
+    text.push_str(&public);
+    text.push('\n');
+    text.push_str(secret.expose_secret());
+    text.push('\n');
+    text
 }
 
 /// Makes a new key at `path` (refusing to replace one unless `force`); returns its public key.
@@ -133,12 +143,24 @@ pub fn decrypt(identity: &age::x25519::Identity, text: &str) -> Result<String, S
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|_| "is not valid base64: the value was altered".to_string())?;
-    let plain = age::decrypt(identity, &bytes).map_err(|e| {
+    let failed = |e: &dyn std::fmt::Display| {
         format!(
             "cannot be decrypted with the agent's key (wrong key, or the value was altered): {e}"
         )
-    })?;
-    String::from_utf8(plain).map_err(|_| "decrypts to text that is not UTF-8".to_string())
+    };
+    // Not age::decrypt: it reads into a growing vector, and each move of it would leave a copy
+    // of the plaintext behind. The plaintext is shorter than the ciphertext, so this buffer
+    // never moves; age keeps its own chunks in zeroizing memory.
+    let decryptor = age::Decryptor::new_buffered(&bytes[..]).map_err(|e| failed(&e))?;
+    let mut reader = decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| failed(&e))?;
+    let mut plain = Zeroizing::new(Vec::with_capacity(bytes.len()));
+    std::io::Read::read_to_end(&mut reader, &mut plain).map_err(|e| failed(&e))?;
+    String::from_utf8(std::mem::take(&mut *plain)).map_err(|e| {
+        e.into_bytes().zeroize();
+        "decrypts to text that is not UTF-8".to_string()
+    })
 }
 
 /// Reads the overlay next to the settings file, if there is one, and decrypts it. Returns the
@@ -325,10 +347,19 @@ fn read_overlay(path: &Path) -> Result<Map<String, Value>, String> {
 /// The settings file as JSON, without the other layers (empty when unreadable): enough to find
 /// `Secrets:KeyFile` and `WorkFolderPath`.
 pub fn plain_settings(settings_file: &Path) -> Map<String, Value> {
-    std::fs::read_to_string(settings_file)
-        .ok()
-        .and_then(|t| serde_json::from_str(t.trim_start_matches('\u{feff}')).ok())
-        .unwrap_or_default()
+    // The file may hold plain secrets: its text and every other section are wiped.
+    let text = Zeroizing::new(std::fs::read_to_string(settings_file).unwrap_or_default());
+    let mut all: Map<String, Value> =
+        serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap_or_default();
+    let wanted =
+        |k: &str| k.eq_ignore_ascii_case("Secrets") || k.eq_ignore_ascii_case("WorkFolderPath");
+    let keys: Vec<String> = all.keys().filter(|k| wanted(k)).cloned().collect();
+    let kept = keys
+        .into_iter()
+        .filter_map(|k| all.remove(&k).map(|v| (k, v)))
+        .collect();
+    crate::secret::wipe_json_map(&mut all);
+    kept
 }
 
 /// Sets `setting` (`Section:Key:...`) in the overlay to `value`, encrypted for the agent's key.
@@ -449,7 +480,9 @@ pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
                 Ok(Value::Object(out))
             }
             Value::String(s) => {
-                let plain = decrypt(old, &s).map_err(|e| format!("{} {e}", keys.join(":")))?;
+                let plain = Zeroizing::new(
+                    decrypt(old, &s).map_err(|e| format!("{} {e}", keys.join(":")))?,
+                );
                 *n += 1;
                 Ok(Value::String(encrypt(new, &plain)?))
             }
@@ -489,6 +522,15 @@ pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
     write_private(&key, key_text(&new).as_bytes())?;
     let _ = std::fs::remove_file(&backup);
     Ok((new.to_public().to_string(), n))
+}
+
+/// A parsed settings file whose strings are wiped when dropped.
+struct WipedMap(Map<String, Value>);
+
+impl Drop for WipedMap {
+    fn drop(&mut self) {
+        crate::secret::wipe_json_map(&mut self.0);
+    }
 }
 
 /// The byte span of the string value of the key at `path` (a `"..."` literal, quotes included),
@@ -550,17 +592,23 @@ pub fn protect_all(
     connections: &[(String, &'static [crate::packages::spec::SettingSpec])],
 ) -> Result<Vec<String>, String> {
     let dir = settings_file.parent().unwrap_or(Path::new("."));
-    let mut text = std::fs::read_to_string(settings_file)
-        .map_err(|e| format!("cannot read {}: {e}", settings_file.display()))?;
-    let plain: Map<String, Value> = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|e| format!("{} is not valid JSON: {e}", settings_file.display()))?;
-    let key = key_path(&plain, dir);
+    // The file holds plain secrets: its text, the parsed tree and the values moved are wiped.
+    let mut text = Zeroizing::new(
+        std::fs::read_to_string(settings_file)
+            .map_err(|e| format!("cannot read {}: {e}", settings_file.display()))?,
+    );
+    let plain = WipedMap(
+        serde_json::from_str(text.trim_start_matches('\u{feff}'))
+            .map_err(|e| format!("{} is not valid JSON: {e}", settings_file.display()))?,
+    );
+    let plain = &plain.0;
+    let key = key_path(plain, dir);
     read_identity(&key)?;
     let overlay = dir.join(ENCRYPTED_FILE);
-    let Some(sections) = get_ci(&plain, "Connections").and_then(Value::as_object) else {
+    let Some(sections) = get_ci(plain, "Connections").and_then(Value::as_object) else {
         return Ok(Vec::new());
     };
-    let mut moves: Vec<(String, String, String)> = Vec::new();
+    let mut moves: Vec<(String, String, Secret)> = Vec::new();
     for (id, specs) in connections {
         let Some((section, Value::Object(values))) =
             sections.iter().find(|(k, _)| k.eq_ignore_ascii_case(id))
@@ -576,7 +624,7 @@ pub fn protect_all(
                 continue;
             }
             if spec.is_secret_text(value) {
-                moves.push((section.clone(), name.clone(), value.to_string()));
+                moves.push((section.clone(), name.clone(), Secret::new(value)));
             }
         }
     }
@@ -585,7 +633,12 @@ pub fn protect_all(
     }
     // The overlay first: if writing it fails, the settings file is untouched.
     for (section, name, value) in &moves {
-        set_value(&overlay, &key, &["Connections", section, name], Some(value))?;
+        set_value(
+            &overlay,
+            &key,
+            &["Connections", section, name],
+            Some(value.expose()),
+        )?;
     }
     // Then blank the values in place, last first so that earlier spans stay valid.
     let positions = JsonPositions::scan(&text);

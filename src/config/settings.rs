@@ -1,17 +1,25 @@
 //! Loading `appsettings.agent.json` and the environment overrides into one settings tree.
 //!
-//! The `config` crate reads the file. The environment layer is built here, and the layers are
-//! merged here, key by key and case-insensitively (later wins), because identifiers and setting
-//! names are case-insensitive (COMPAT.md §0): config-rs lower-cases environment keys while it keeps
-//! file keys as written (rust-cli/config-rs#531), so its own merge would keep `HRDb` and `hrdb`
-//! apart, and its environment source splits keys on '.', which identifiers may contain.
+//! serde_json reads the file; the layers (encrypted overlay, environment, systemd credentials,
+//! connection store) are merged here, key by key and case-insensitively (later wins), because
+//! identifiers and setting names are case-insensitive (COMPAT.md §0). (The `config` crate was
+//! used once: it lower-cases environment keys while it keeps file keys as written
+//! (rust-cli/config-rs#531), splits environment keys on '.', which identifiers may contain, and
+//! keeps its own copies of every value, which could not be wiped.)
+//!
+//! Secrets: the tree holds every setting as plain JSON until validation has turned the secured
+//! ones into [`crate::secret::Secret`]s, because only the package specs say which are secret. So
+//! the file's text, every replaced value, and the tree itself are wiped ([`wipe_json`]) when they
+//! are dropped; the tree lives only while a configuration is loaded.
 
 use super::diag::{Diagnostic, Diagnostics, Location, Origin};
 use super::jsonpos::JsonPositions;
 use crate::ident::get_ci;
+use crate::secret::{wipe_json, wipe_json_map};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use zeroize::{Zeroize, Zeroizing};
 
 /// Environment variables starting with `CONNAGENT__` override settings; `__` separates sections.
 pub const ENV_PREFIX: &str = "CONNAGENT";
@@ -34,6 +42,12 @@ pub struct SettingsTree {
     referenced: std::collections::HashSet<String>,
 }
 
+impl Drop for SettingsTree {
+    fn drop(&mut self) {
+        wipe_json_map(&mut self.root);
+    }
+}
+
 impl std::fmt::Debug for SettingsTree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SettingsTree")
@@ -54,14 +68,20 @@ impl SettingsTree {
         let abs = absolute(path);
         let bytes = std::fs::read(&abs);
         hasher.file(&abs, &bytes);
+        // The file may hold plain secrets: its text is wiped once parsed.
         let text = match bytes.and_then(|b| {
-            String::from_utf8(b)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            String::from_utf8(b).map_err(|e| {
+                let message = e.to_string();
+                e.into_bytes().zeroize();
+                std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+            })
         }) {
-            Ok(t) => t,
+            Ok(t) => Zeroizing::new(t),
             Err(e) => {
                 let hint = if e.kind() == std::io::ErrorKind::NotFound {
                     "pass --settings FILE, set CONNAGENT_SETTINGS, or run from the folder that holds appsettings.agent.json"
+                } else if e.kind() == std::io::ErrorKind::InvalidData {
+                    "save the file as UTF-8"
                 } else {
                     "make the file readable by the agent's user"
                 };
@@ -76,34 +96,31 @@ impl SettingsTree {
             }
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        // serde_json first: its errors carry the line and column that a person needs.
-        if let Err(e) = serde_json::from_str::<Value>(text) {
-            diags.push(
-                Diagnostic::error(
-                    Some(Origin::File(Location::new(
-                        &abs,
-                        u32::try_from(e.line()).unwrap_or(0),
-                        u32::try_from(e.column()).unwrap_or(0),
-                    ))),
-                    format!("the settings file is not valid JSON: {e}"),
-                )
-                .hint("fix the JSON syntax at this position (comments and trailing commas are not allowed)"),
-            );
-            return None;
-        }
-        let file_layer = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Json))
-            .build()
-            .and_then(|c| c.try_deserialize::<Map<String, Value>>());
-        let mut root = match file_layer {
-            Ok(m) => m,
+        // serde_json's errors carry the line and column that a person needs, and never a value.
+        let mut root = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(mut other) => {
+                wipe_json(&mut other);
+                diags.push(
+                    Diagnostic::error(
+                        Some(Origin::File(Location::new(&abs, 1, 1))),
+                        "the settings file must hold a JSON object",
+                    )
+                    .hint("the file starts with '{' and holds sections such as \"Connections\""),
+                );
+                return None;
+            }
             Err(e) => {
                 diags.push(
                     Diagnostic::error(
-                        Some(Origin::File(Location::file_only(&abs))),
-                        format!("the settings file must hold a JSON object: {e}"),
+                        Some(Origin::File(Location::new(
+                            &abs,
+                            u32::try_from(e.line()).unwrap_or(0),
+                            u32::try_from(e.column()).unwrap_or(0),
+                        ))),
+                        format!("the settings file is not valid JSON: {e}"),
                     )
-                    .hint("the file starts with '{' and holds sections such as \"Connections\""),
+                    .hint("fix the JSON syntax at this position (comments and trailing commas are not allowed)"),
                 );
                 return None;
             }
@@ -284,7 +301,8 @@ fn credentials_overlay(
         let origin = format!("{CREDENTIAL_ORIGIN}{name}");
         let value = match bytes.map(String::from_utf8) {
             Ok(Ok(v)) => v,
-            Ok(Err(_)) => {
+            Ok(Err(e)) => {
+                e.into_bytes().zeroize();
                 diags.push(
                     Diagnostic::error(
                         Some(Origin::Source(origin)),
@@ -305,7 +323,8 @@ fn credentials_overlay(
                 continue;
             }
         };
-        let value = without_final_newline(&value).to_string();
+        let mut value = value;
+        value.truncate(without_final_newline(&value).len());
         let mut leaf = Value::String(value);
         for seg in segs.iter().skip(1).rev() {
             let mut m = Map::new();
@@ -422,8 +441,12 @@ impl References<'_> {
                             // Not hashed for change detection (SIGHUP reads them again).
                             let bytes = std::fs::read(&f);
                             match bytes.map(String::from_utf8) {
-                                Ok(Ok(text)) => Some(without_final_newline(&text).to_string()),
-                                Ok(Err(_)) => {
+                                Ok(Ok(mut text)) => {
+                                    text.truncate(without_final_newline(&text).len());
+                                    Some(text)
+                                }
+                                Ok(Err(e)) => {
+                                    e.into_bytes().zeroize();
                                     fail(
                                         self,
                                         format!("the file of ${{{kind}:{name}}} is not UTF-8 text"),
@@ -521,11 +544,18 @@ fn merge_value(slot: &mut Value, v: Value) {
                         merge_value(&mut items[i], v);
                     } else if i == items.len() {
                         items.push(v);
+                    } else {
+                        let mut dropped = v;
+                        wipe_json(&mut dropped);
                     }
                 }
             }
         }
-        (slot, v) => *slot = v,
+        (slot, v) => {
+            // The value replaced may be a secret given by an earlier layer.
+            wipe_json(slot);
+            *slot = v;
+        }
     }
 }
 

@@ -5,11 +5,13 @@ use super::ident::{Ident, check_connection_identifier};
 use super::model::*;
 use super::settings::SettingsTree;
 use super::xml::{self, RawElement};
-use crate::packages::spec::{SettingSpec, coerce};
+use crate::packages::spec::{SettingSpec, SettingValue, coerce};
 use crate::packages::{Registry, Settings};
+use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use zeroize::Zeroize;
 
 /// What `load` needs besides the files.
 #[derive(Clone)]
@@ -747,11 +749,10 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     }
 
     // Settings sections, matched case-insensitively to connections.
-    let sections: Vec<(String, serde_json::Value)> = match tree.get(&["Connections"]) {
+    // Borrowed, not copied: the tree may hold secrets, and it is wiped when dropped.
+    let sections: Vec<(&String, &serde_json::Value)> = match tree.get(&["Connections"]) {
         None => Vec::new(),
-        Some(serde_json::Value::Object(m)) => {
-            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        }
+        Some(serde_json::Value::Object(m)) => m.iter().collect(),
         Some(_) => {
             d.push(
                 Diagnostic::error(
@@ -1110,10 +1111,9 @@ fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics
 fn merge_connection_string_options(
     tree: &SettingsTree,
     key: &str,
-    values: &mut [(&'static str, crate::packages::spec::SettingValue)],
+    values: &mut [(&'static str, SettingValue)],
     d: &mut Diagnostics,
 ) -> bool {
-    use crate::packages::spec::SettingValue;
     let Some(i) = values
         .iter()
         .position(|(n, _)| *n == "ConnectionStringOptions")
@@ -1131,14 +1131,15 @@ fn merge_connection_string_options(
         );
         false
     };
-    let pairs: Vec<(String, String)> = match &values[i].1 {
+    // Each value goes into a Secret at once; the structured copy is wiped below.
+    let pairs: Vec<(String, Secret)> = match &values[i].1 {
         SettingValue::Structured(serde_json::Value::Object(m)) => {
             let mut pairs = Vec::new();
             for (k, v) in m {
                 let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Number(n) => n.to_string(),
-                    serde_json::Value::Bool(b) => b.to_string(),
+                    serde_json::Value::String(s) => Secret::new(s.as_str()),
+                    serde_json::Value::Number(n) => Secret::new(n.to_string()),
+                    serde_json::Value::Bool(b) => Secret::new(b.to_string()),
                     _ => {
                         return bad(
                             d,
@@ -1162,9 +1163,28 @@ fn merge_connection_string_options(
     else {
         return bad(d, "needs ConnectionString, which it is merged into");
     };
-    let json = serde_json::to_string(&pairs).unwrap_or_default();
+    // Shown and compared as one secret: the pairs as JSON, written straight into a buffer
+    // large enough that it never moves (a moved buffer would leave a copy behind).
+    let shown: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    let room = shown
+        .iter()
+        .map(|(k, v)| 6 * (k.len() + v.len()) + 8)
+        .sum::<usize>()
+        + 2;
+    let mut json = Vec::with_capacity(room);
+    if serde_json::to_writer(&mut json, &shown).is_err() {
+        json.zeroize();
+    }
+    drop(shown);
+    let json = String::from_utf8(json).unwrap_or_default();
     cs.merge_secured_options(pairs);
-    values[i].1 = SettingValue::Secret(crate::secret::Secret::new(json));
+    let replaced = std::mem::replace(&mut values[i].1, SettingValue::Secret(Secret::new(json)));
+    if let SettingValue::Structured(mut v) = replaced {
+        crate::secret::wipe_json(&mut v);
+    }
     true
 }
 
@@ -1275,7 +1295,16 @@ fn build_settings(
             );
         }
     }
-    ok.then(|| Settings::new(spec, values, &tree.dir))
+    if !ok {
+        // Nothing is kept: wipe the structured values (ConnectionStringOptions may be secret).
+        for (_, v) in values.iter_mut() {
+            if let SettingValue::Structured(j) = v {
+                crate::secret::wipe_json(j);
+            }
+        }
+        return None;
+    }
+    Some(Settings::new(spec, values, &tree.dir))
 }
 
 /// `Some(reason)` when `path` (after resolving `..` and symbolic links) is outside every root.

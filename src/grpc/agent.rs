@@ -12,12 +12,14 @@ use crate::packages::{ConnectionRef, FailureClass, SettingKind, Settings};
 use crate::runtime::runs::{RunEventKind, StartError};
 use crate::runtime::schemas::RefreshError;
 use crate::runtime::{Event, Runtime};
+use crate::secret::Secret;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use zeroize::Zeroize;
 
 pub struct AgentServiceImpl {
     rt: Arc<Runtime>,
@@ -68,7 +70,7 @@ impl AgentServiceImpl {
         caller: &Caller,
         connection: &str,
         option: &str,
-        value: Option<&str>,
+        value: Option<&Secret>,
     ) -> Result<pb::SecuredOptionState, Status> {
         let id = required("connection", connection)?;
         let option = required("option", option)?;
@@ -117,13 +119,13 @@ impl AgentServiceImpl {
         let previous = std::fs::read(&store).ok();
         let (name, option_name) = (section.clone(), spec.name);
         let setting = value.is_some();
-        let value = value.map(str::to_string);
+        let value = value.cloned();
         tokio::task::spawn_blocking(move || {
             crate::config::encrypted::store_secured_option(
                 &settings_file,
                 &name,
                 option_name,
-                value.as_deref(),
+                value.as_ref().map(Secret::expose),
             )
         })
         .await
@@ -355,15 +357,17 @@ impl AgentService for AgentServiceImpl {
         req: Request<pb::SetSecuredOptionRequest>,
     ) -> Result<Response<pb::SecuredOptionState>, Status> {
         let caller = self.begin(&req, "SetSecuredOption", Role::Admin)?;
-        let q = req.into_inner();
-        if q.value.is_empty() {
+        let mut q = req.into_inner();
+        // Into a Secret at once: the decoded String's buffer moves, it is not copied.
+        let value = Secret::new(std::mem::take(&mut q.value));
+        if value.is_empty() {
             let r = Err(Status::invalid_argument(
                 "value is required (DeleteSecuredOption removes one)",
             ));
             return done("SetSecuredOption", &caller, r);
         }
         let r = self
-            .change_secured_option(&caller, &q.connection, &q.option, Some(&q.value))
+            .change_secured_option(&caller, &q.connection, &q.option, Some(&value))
             .await;
         done("SetSecuredOption", &caller, r)
     }
@@ -401,8 +405,10 @@ impl AgentService for AgentServiceImpl {
         req: Request<pb::TestConnectionRequest>,
     ) -> Result<Response<pb::TestConnectionResponse>, Status> {
         let caller = self.begin(&req, "TestConnection", Role::Operator)?;
-        let q = req.into_inner();
-        let r = self.test(q).await;
+        let mut q = req.into_inner();
+        let r = self.test(&q).await;
+        // Candidate values may be secrets, used for this test only: wiped now.
+        q.settings.values_mut().for_each(Zeroize::zeroize);
         done("TestConnection", &caller, r)
     }
 
@@ -754,7 +760,7 @@ impl AgentService for AgentServiceImpl {
 impl AgentServiceImpl {
     async fn test(
         &self,
-        q: pb::TestConnectionRequest,
+        q: &pb::TestConnectionRequest,
     ) -> Result<pb::TestConnectionResponse, Status> {
         let id = required("identifier", &q.identifier)?;
         let snapshot = self.rt.snapshot();
@@ -809,14 +815,15 @@ impl AgentServiceImpl {
                         spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
                     ))
                 })?;
-            let json = match s.kind {
+            // A transient copy, wiped when dropped: the value may be a secret.
+            let json = crate::secret::WipedJson(match s.kind {
                 SettingKind::TextList | SettingKind::Structured => serde_json::from_str(raw)
                     .map_err(|e| {
                         Status::invalid_argument(format!("settings.{}: not JSON: {e}", s.name))
                     })?,
                 _ => serde_json::Value::String(raw.clone()),
-            };
-            let v = coerce(s, &json)
+            });
+            let v = coerce(s, &json.0)
                 .map_err(|e| Status::invalid_argument(format!("settings.{}: {e}", s.name)))?;
             overrides.push((s.name, v));
         }

@@ -6,14 +6,16 @@
 
 use crate::secret::{SET_MARKER, Secret};
 use std::fmt;
+use zeroize::{Zeroize, Zeroizing};
 
 #[derive(Clone)]
 pub enum Part {
     Plain(String),
     Secret(Secret),
     /// A keyword given as a secured option (`ConnectionStringOptions`): read like a plain value
-    /// by the package, but never shown (`(set)`) in listings, gRPC or the redacted form.
-    Hidden(String),
+    /// by the package, but never shown (`(set)`) in listings, gRPC or the redacted form, and
+    /// held like a secret.
+    Hidden(Secret),
 }
 
 /// How a connection string was written; kept so it can be shown the same way.
@@ -84,6 +86,12 @@ const LIBPQ_KEYS: &[&str] = &[
     "target_session_attrs",
     "load_balance_hosts",
 ];
+
+/// A buffer for one value of `text`: large enough that it never reallocates (which would leave
+/// a copy of a password behind), and wiped if it is dropped before its value is taken.
+fn value_buffer(text: &str) -> Zeroizing<String> {
+    Zeroizing::new(String::with_capacity(text.len()))
+}
 
 fn normalize(key: &str) -> String {
     key.chars()
@@ -163,7 +171,7 @@ impl ConnectionString {
             while chars.peek().is_some_and(|c| c.is_whitespace()) {
                 chars.next();
             }
-            let mut value = String::new();
+            let mut value = value_buffer(text);
             if chars.peek() == Some(&'\'') {
                 chars.next();
                 let mut closed = false;
@@ -202,7 +210,7 @@ impl ConnectionString {
                     chars.next();
                 }
             }
-            parts.push(Self::part(&key, value));
+            parts.push(Self::part(&key, std::mem::take(&mut *value)));
         }
         if parts.is_empty() {
             return Err("the connection string is empty".into());
@@ -218,7 +226,7 @@ impl ConnectionString {
     fn parse_url(scheme: &str, rest: &str) -> Result<Self, String> {
         let decode = |s: &str, what: &str| -> Result<String, String> {
             let bytes = s.as_bytes();
-            let mut out = Vec::with_capacity(bytes.len());
+            let mut out = Zeroizing::new(Vec::with_capacity(bytes.len()));
             let mut i = 0;
             while i < bytes.len() {
                 if bytes[i] == b'%' {
@@ -235,7 +243,10 @@ impl ConnectionString {
                     i += 1;
                 }
             }
-            String::from_utf8(out).map_err(|_| format!("the {what} is not UTF-8 once decoded"))
+            String::from_utf8(std::mem::take(&mut *out)).map_err(|e| {
+                e.into_bytes().zeroize();
+                format!("the {what} is not UTF-8 once decoded")
+            })
         };
         // The user information ends at the LAST '@': a password written without %-escapes may
         // hold '/', '?', '#', ':' or '@', and splitting at those first would put pieces of it
@@ -349,7 +360,7 @@ impl ConnectionString {
             while chars.peek().is_some_and(|c| c.is_whitespace()) {
                 chars.next();
             }
-            let mut value = String::new();
+            let mut value = value_buffer(text);
             match chars.peek().copied() {
                 Some(q @ ('"' | '\'')) => {
                     chars.next();
@@ -390,15 +401,11 @@ impl ConnectionString {
                         }
                         value.push(c);
                     }
-                    value = value.trim_end().to_string();
+                    let kept = value.trim_end().len();
+                    value.truncate(kept);
                 }
             }
-            let part = if SECRET_KEYS.contains(&normalize(&key).as_str()) {
-                Part::Secret(Secret::new(value))
-            } else {
-                Part::Plain(value)
-            };
-            parts.push((key, part));
+            parts.push(Self::part(&key, std::mem::take(&mut *value)));
             if chars.peek().is_none() {
                 break;
             }
@@ -423,7 +430,8 @@ impl ConnectionString {
     /// A plain (non-secret) value.
     pub fn plain(&self, names: &[&str]) -> Option<&str> {
         match self.get(names)? {
-            Part::Plain(s) | Part::Hidden(s) => Some(s),
+            Part::Plain(s) => Some(s),
+            Part::Hidden(s) => Some(s.expose()),
             Part::Secret(_) => None,
         }
     }
@@ -431,10 +439,10 @@ impl ConnectionString {
     /// Merges secured key-value options into the connection string: each replaces the keyword
     /// of the same name (compared without case and spaces) or is added. Password keywords become
     /// secrets; every other keyword is hidden from what is shown.
-    pub fn merge_secured_options(&mut self, options: Vec<(String, String)>) {
+    pub fn merge_secured_options(&mut self, options: Vec<(String, Secret)>) {
         for (key, value) in options {
             let part = if SECRET_KEYS.contains(&normalize(&key).as_str()) {
-                Part::Secret(Secret::new(value))
+                Part::Secret(value)
             } else {
                 Part::Hidden(value)
             };
@@ -448,10 +456,11 @@ impl ConnectionString {
         self.parts.iter().map(|(k, _)| k.as_str())
     }
 
+    /// Every part held as a secret: passwords, and keywords given as secured options (hidden).
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.parts.iter().filter_map(|(_, p)| match p {
-            Part::Secret(s) => Some(s),
-            Part::Plain(_) | Part::Hidden(_) => None,
+            Part::Secret(s) | Part::Hidden(s) => Some(s),
+            Part::Plain(_) => None,
         })
     }
 

@@ -378,16 +378,23 @@ impl Settings {
         for e in &self.entries {
             h.update(e.spec.name.as_bytes());
             h.update([0]);
-            let text = match &e.value {
-                None => String::from("\u{0}none"),
-                Some(SettingValue::Secret(s)) => format!("secret:{}", s.expose()),
-                Some(SettingValue::ConnectionString(c)) => {
-                    let secrets: Vec<&str> = c.secrets().map(Secret::expose).collect();
-                    format!("cs:{}|{}", c.redacted(), secrets.join("\u{0}"))
+            // Secrets go into the hash directly, never through a formatted copy.
+            match &e.value {
+                None => h.update("\u{0}none"),
+                Some(SettingValue::Secret(s)) => {
+                    h.update("secret:");
+                    h.update(s.expose());
                 }
-                Some(other) => format!("{other:?}"),
-            };
-            h.update(text.as_bytes());
+                Some(SettingValue::ConnectionString(c)) => {
+                    h.update("cs:");
+                    h.update(c.redacted());
+                    for s in c.secrets() {
+                        h.update([0]);
+                        h.update(s.expose());
+                    }
+                }
+                Some(other) => h.update(format!("{other:?}")),
+            }
             h.update([0]);
         }
     }
