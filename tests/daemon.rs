@@ -50,19 +50,14 @@ fn run(ws: &Workspace) -> Proc {
     Proc::start(ws.command(&["--json", "run"]))
 }
 
-async fn status(
-    c: &mut pb::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
-) -> pb::AgentStatus {
+async fn status(c: &mut Client) -> pb::AgentStatus {
     c.get_status(auth(pb::GetStatusRequest {}, TOKEN))
         .await
         .unwrap()
         .into_inner()
 }
 
-async fn display_name(
-    c: &mut pb::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
-    id: &str,
-) -> Option<String> {
+async fn display_name(c: &mut Client, id: &str) -> Option<String> {
     let l = c
         .list_connections(auth(pb::ListConnectionsRequest::default(), TOKEN))
         .await
@@ -76,7 +71,7 @@ async fn display_name(
 
 /// Waits until the status satisfies `pred` (a bounded wait; nothing is asserted about speed).
 async fn wait_status(
-    c: &mut pb::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
+    c: &mut Client,
     what: &str,
     pred: impl Fn(&pb::AgentStatus) -> bool,
 ) -> pb::AgentStatus {
@@ -95,11 +90,7 @@ async fn wait_status(
 }
 
 /// Asserts that one change gives exactly one reload: the generation goes up by one and stays.
-async fn expect_one_reload(
-    c: &mut pb::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
-    from: u64,
-    what: &str,
-) {
+async fn expect_one_reload(c: &mut Client, from: u64, what: &str) {
     wait_status(c, what, |s| s.configuration_generation > from).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let s = status(c).await;

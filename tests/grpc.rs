@@ -818,7 +818,7 @@ async fn tls_client(
     ws: &Workspace,
     addr: &str,
     with_identity: bool,
-) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
+) -> Result<Client, tonic::transport::Error> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let port = addr.rsplit(':').next().unwrap();
     let mut tls = ClientTlsConfig::new()
@@ -837,7 +837,7 @@ async fn tls_client(
         .tls_config(tls)?
         .connect()
         .await?;
-    Ok(AgentServiceClient::new(ch))
+    Ok(AgentServiceClient::new(Checked(ch)))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1592,4 +1592,50 @@ async fn secured_options_are_stored_encrypted_applied_and_audited() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+}
+
+/// The suite-wide check of gRPC responses (`support::agent::Checked`) fails a test whose response
+/// message holds a canary: here a display name (not a secret, but it carries the mark).
+#[tokio::test(flavor = "multi_thread")]
+#[should_panic(expected = "leaked into a gRPC response message")]
+async fn the_harness_catches_a_canary_in_a_grpc_message() {
+    let ws = agent_workspace(json!({}));
+    ws.xml(
+        "d.xml",
+        "<Connection Identifier=\"Marked\" DisplayName_L1=\"marked canary-display\" Connector=\"HR\" Package=\"Csv\"/>",
+    );
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let r = c
+        .get_connection(auth(
+            pb::GetConnectionRequest {
+                identifier: "Marked".into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await;
+    panic!("no canary check fired; the response was {r:?}");
+}
+
+/// The same check fails a test whose error status holds a canary: a candidate path (not a
+/// secret) that the error names.
+#[tokio::test(flavor = "multi_thread")]
+#[should_panic(expected = "leaked into a gRPC response")]
+async fn the_harness_catches_a_canary_in_a_grpc_status() {
+    let ws = agent_workspace(json!({}));
+    let agent = serve(&ws);
+    let mut c = client(&agent.addr()).await;
+    let mut cand = std::collections::HashMap::new();
+    cand.insert("Path".to_string(), "in/canary-nowhere.csv".to_string());
+    let r = c
+        .test_connection(auth(
+            pb::TestConnectionRequest {
+                identifier: "People".into(),
+                settings: cand,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await;
+    // Reached only if the check did not fire: say what came back.
+    panic!("no canary check fired; the response was {r:?}");
 }

@@ -456,3 +456,78 @@ fn connection_string_forms_and_redaction() {
         assert!(!sh.all().contains("x-canary-91"), "{}", sh.all());
     }
 }
+
+/// TestConnection with a re-entered password (the central server's "test these credentials"):
+/// the candidate password serves that one test against the real server, is never stored, shown
+/// or logged, and the saved settings stay what they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_re_entered_password_serves_one_test_only() {
+    use connagent::grpc::proto as pb;
+    use support::agent::*;
+    const TOKEN: &str = "pg-admin-token-canary-44d1";
+    const SAVED: &str = "saved-wrong-canary-0b9c";
+    let pg = Pg::start();
+    setup(&pg);
+    let ws = Workspace::new();
+    ws.settings(json!({
+        "Grpc": {"Listen": "127.0.0.1:0", "Tokens": [
+            {"Name": "central", "Sha256": sha(TOKEN), "Role": "admin"}]},
+        "Connections": {"Pg": {"ConnectionString": pg.url("agent", SAVED, "hr"),
+                               "SqlCommand": "SELECT 1 AS one"}}
+    }));
+    ws.xml("c.xml", &format!("{}\n<Connection Identifier=\"Pg\" DisplayName_L1=\"pg\" Connector=\"HR\" Package=\"PostgreSql\"/>", connector_xml()));
+    let mut cmd = ws.command(&["--json", "serve"]);
+    cmd.env("RUST_LOG", "connagent=trace");
+    let agent = Proc::start(cmd);
+    let mut c = client(&agent.addr()).await;
+    let test = |settings: std::collections::HashMap<String, String>| pb::TestConnectionRequest {
+        identifier: "Pg".into(),
+        settings,
+    };
+    // The saved password is wrong: the test fails, saying so without either password.
+    let e = c
+        .test_connection(auth(test(Default::default()), TOKEN))
+        .await
+        .expect_err("the saved password is wrong");
+    assert!(
+        e.message().contains("password authentication failed"),
+        "{e:?}"
+    );
+    // Re-entered: the server accepts it.
+    let mut cand = std::collections::HashMap::new();
+    cand.insert(
+        "ConnectionString".to_string(),
+        pg.url("agent", PASSWORD, "hr"),
+    );
+    let ok = c
+        .test_connection(auth(test(cand), TOKEN))
+        .await
+        .expect("the re-entered password works")
+        .into_inner();
+    assert!(!ok.checks.is_empty(), "{ok:?}");
+    // For that test only: the saved settings still fail.
+    let e = c
+        .test_connection(auth(test(Default::default()), TOKEN))
+        .await
+        .expect_err("the candidate was not kept");
+    assert!(
+        e.message().contains("password authentication failed"),
+        "{e:?}"
+    );
+    let shown = c
+        .get_connection(auth(
+            pb::GetConnectionRequest {
+                identifier: "Pg".into(),
+            },
+            TOKEN,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    let shown = format!("{shown:?}");
+    assert!(shown.contains("(set)"), "{shown}");
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
+    // The harness searched every response, the log and Work/ for both passwords ("canary").
+    assert!(!ws.path("Work/appsettings.connection.json").exists());
+}

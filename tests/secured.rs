@@ -185,6 +185,10 @@ fn the_agent_turns_off_its_core_dumps() {
 }
 
 fn protect(ws: &Workspace, setting: &str, value: &str) -> Output {
+    protect_bytes(ws, setting, format!("{value}\n").as_bytes())
+}
+
+fn protect_bytes(ws: &Workspace, setting: &str, input: &[u8]) -> Output {
     use std::io::Write;
     let mut child = ws
         .command(&["protect", setting])
@@ -193,12 +197,8 @@ fn protect(ws: &Workspace, setting: &str, value: &str) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
+    // The agent may stop reading early (a value too long): a broken pipe here is expected.
+    let _ = child.stdin.take().unwrap().write_all(input);
     let out = child.wait_with_output().unwrap();
     Output {
         code: out.status.code().unwrap_or(-1),
@@ -419,4 +419,51 @@ fn the_harness_catches_a_canary_in_a_written_file() {
     let ws = Workspace::new();
     ws.write("Work/Runs/leak.json", "{\"password\": \"canary-file-1\"}");
     drop(ws);
+}
+
+#[test]
+fn protect_refuses_a_value_it_cannot_store_and_writes_nothing() {
+    let ws = csv_workspace("in/from-file.csv");
+    let out = ws.run(&["keygen"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let cases: Vec<(&str, &str, Vec<u8>, i32, &str)> = vec![
+        (
+            "empty",
+            "Connections:People:Path",
+            b"\n".to_vec(),
+            2,
+            "no value on standard input",
+        ),
+        (
+            "too long",
+            "Connections:People:Path",
+            vec![b'x'; 70 * 1024],
+            2,
+            "bytes or longer; a secured value must be shorter",
+        ),
+        (
+            "not UTF-8",
+            "Connections:People:Path",
+            b"caf\xe9-canary\n".to_vec(),
+            2,
+            "not UTF-8 text",
+        ),
+        (
+            "bad path",
+            "Connections::Path",
+            b"v-canary\n".to_vec(),
+            1,
+            "is not a setting path",
+        ),
+    ];
+    for (name, setting, input, code, message) in cases {
+        let out = protect_bytes(&ws, setting, &input);
+        assert_eq!(out.code, code, "{name}: {}", out.all());
+        assert!(out.stderr.contains(message), "{name}: {}", out.stderr);
+        support::assert_no_canary("protect's output", &out.all());
+        assert!(
+            !ws.path("appsettings.encrypted.agent.json").exists(),
+            "{name}: the overlay was written"
+        );
+    }
 }

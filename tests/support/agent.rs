@@ -125,13 +125,96 @@ impl Drop for Proc {
     }
 }
 
-pub async fn client(addr: &str) -> AgentServiceClient<Channel> {
+/// The gRPC client every test uses: each response (headers, messages, trailers, so status
+/// messages too) is searched for a canary secret before the test sees it.
+pub type Client = AgentServiceClient<Checked<Channel>>;
+
+pub async fn client(addr: &str) -> Client {
     let ch = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .expect("connect");
-    AgentServiceClient::new(ch)
+    AgentServiceClient::new(Checked(ch))
+}
+
+/// A gRPC transport that checks every response for canaries ([`CANARY_MARK`]): protobuf keeps
+/// strings as their UTF-8 bytes, and status messages travel as percent-encoded header values in
+/// which the letters of the mark are unchanged, so a byte search finds any secret the agent sends.
+#[derive(Clone)]
+pub struct Checked<S>(pub S);
+
+fn check_headers(what: &str, h: &tonic::codegen::http::HeaderMap) {
+    for (name, value) in h {
+        assert_no_canary(
+            &format!("a gRPC response {what} ({name})"),
+            &String::from_utf8_lossy(value.as_bytes()),
+        );
+    }
+}
+
+impl<S> tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for Checked<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            check_headers("header", resp.headers());
+            let (parts, body) = resp.into_parts();
+            Ok(tonic::codegen::http::Response::from_parts(
+                parts,
+                tonic::body::Body::new(CheckedBody(body)),
+            ))
+        })
+    }
+}
+
+struct CheckedBody(tonic::body::Body);
+
+impl http_body::Body for CheckedBody {
+    type Data = tonic::codegen::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                assert_no_canary("a gRPC response message", &String::from_utf8_lossy(data));
+            }
+            if let Some(trailers) = frame.trailers_ref() {
+                check_headers("trailer", trailers);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 pub fn auth<T>(msg: T, token: &str) -> Request<T> {
