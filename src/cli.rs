@@ -1094,6 +1094,9 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
+    // Not kept while serving: a reload must be able to drop (and wipe the secrets of) the
+    // configuration the agent started with.
+    drop(snapshot);
     rt.start_background();
     if full {
         crate::runtime::watch::spawn(rt.clone());

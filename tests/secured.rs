@@ -467,3 +467,116 @@ fn protect_refuses_a_value_it_cannot_store_and_writes_nothing() {
         );
     }
 }
+
+/// How many times each needle is in the writable memory of process `pid` (heap, thread arenas,
+/// stacks: everything `rw` in /proc/PID/maps). Reading another process's memory needs ptrace
+/// rights over it: the test is its parent (allowed with kernel.yama.ptrace_scope 0 or 1) or root.
+fn memory_counts(pid: u32, needles: &[&str]) -> Vec<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap_or_else(|e| {
+        panic!("cannot open the agent's memory ({e}): run the tests as root, or with kernel.yama.ptrace_scope at most 1")
+    });
+    let mut counts = vec![0; needles.len()];
+    let (mut read, mut failed) = (0usize, 0usize);
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            failed += 1;
+            continue;
+        }
+        read += buf.len();
+        for (i, n) in needles.iter().enumerate() {
+            counts[i] += buf.windows(n.len()).filter(|w| *w == n.as_bytes()).count();
+        }
+    }
+    assert!(
+        read > 0,
+        "none of the agent's memory could be read ({failed} regions failed)"
+    );
+    counts
+}
+
+/// The agent keeps a secret only in the Secret that holds it: the settings file's text, the parsed
+/// settings tree, the connection-string parser's buffers and the decrypted overlay are wiped once
+/// read, and a reload wipes the secrets of the configuration it replaces. Checked by reading the
+/// running daemon's memory. (The connections belong to another agent's connector, so no driver
+/// ever receives the values: what a driver copies is outside the agent's reach.)
+#[test]
+fn the_running_agent_holds_each_secret_only_in_its_secret() {
+    const PW1: &str = "mem-canary-first-Q7wz";
+    const PW2: &str = "mem-canary-second-L4kx";
+    const PWO: &str = "mem-canary-overlay-V2mj";
+    let ws = Workspace::new();
+    let settings = |pw: &str| {
+        json!({
+            "Grpc": {"Listen": "127.0.0.1:0", "Tokens": []},
+            "Reload": {"PollSeconds": 3600},
+            "Connections": {
+                "Db": {"ConnectionString": format!("host=127.0.0.1 port=9 user=a password={pw} dbname=x"),
+                       "SqlCommand": "SELECT 1"},
+                "Db2": {"ConnectionString": "host=127.0.0.1 port=9 user=b dbname=y",
+                        "SqlCommand": "SELECT 1"}
+            }
+        })
+    };
+    ws.settings(settings(PW1));
+    ws.xml(
+        "c.xml",
+        "<Connector Identifier=\"Far\" DisplayName_L1=\"far\" Agent=\"Elsewhere\"/>
+<Connection Identifier=\"Db\" DisplayName_L1=\"db\" Connector=\"Far\" Package=\"PostgreSql\"/>
+<Connection Identifier=\"Db2\" DisplayName_L1=\"db2\" Connector=\"Far\" Package=\"PostgreSql\"/>",
+    );
+    assert_eq!(ws.run(&["keygen"]).code, 0);
+    let out = protect(&ws, "Connections:Db2:ConnectionStringOptions:Password", PWO);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let mut cmd = ws.command(&["--json", "run"]);
+    cmd.env("RUST_LOG", "connagent=info");
+    let agent = support::agent::Proc::start(cmd);
+    let wait_generation = |g: u32| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !agent.stderr_text().contains(&format!("generation={g}")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reload to generation {g}: {}",
+                agent.stderr_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let pid = agent.child.id();
+    // The text around the password as written in the file: only a copy of the file, of the
+    // settings tree or of the whole connection string would hold it.
+    let written = |pw: &str| format!("password={pw} dbname=x");
+    let c = memory_counts(pid, &[PW1, &written(PW1), PWO]);
+    // PW1: the connection string's secret part. PWO: the option's secret, and the secret part
+    // it became in the connection string.
+    assert_eq!(
+        c,
+        vec![1, 0, 2],
+        "[first password, its written text, overlay password]"
+    );
+    // Three reloads: the replaced configurations' secrets are wiped, nothing accumulates.
+    for (i, pw) in [PW2, PW1, PW2].iter().enumerate() {
+        ws.settings(settings(pw));
+        wait_generation(i as u32 + 2);
+    }
+    let c = memory_counts(pid, &[PW1, &written(PW1), PW2, &written(PW2), PWO]);
+    assert_eq!(
+        c,
+        vec![0, 0, 1, 0, 2],
+        "[first password, its text, second password, its text, overlay password]"
+    );
+}

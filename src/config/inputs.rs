@@ -38,7 +38,12 @@ impl InputsHasher {
 /// files under `xml_folder` (the same walk as the loader's).
 pub fn hash_now(settings_file: &Path, xml_folder: &Path) -> String {
     let mut h = InputsHasher::new();
-    h.file(settings_file, &std::fs::read(settings_file));
+    // The settings file may hold plain secrets: its bytes are wiped once hashed.
+    let mut settings = std::fs::read(settings_file);
+    h.file(settings_file, &settings);
+    if let Ok(bytes) = settings.as_mut() {
+        zeroize::Zeroize::zeroize(bytes);
+    }
     // The encrypted overlay next to it, hashed the same way by the loader.
     let overlay = settings_file
         .parent()

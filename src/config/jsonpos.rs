@@ -75,7 +75,8 @@ impl JsonPositions {
                     None => {}
                 },
                 '"' => {
-                    let mut s = String::new();
+                    // Only keys are collected: values may be secrets, and are never copied.
+                    let mut key_text = expect_key.then(String::new);
                     while let Some(c) = chars.next() {
                         if c == '\n' {
                             line += 1;
@@ -87,17 +88,23 @@ impl JsonPositions {
                             '\\' => {
                                 if let Some(e) = chars.next() {
                                     col += 1;
-                                    s.push(e);
+                                    if let Some(k) = key_text.as_mut() {
+                                        k.push(e);
+                                    }
                                 }
                             }
                             '"' => break,
-                            other => s.push(other),
+                            other => {
+                                if let Some(k) = key_text.as_mut() {
+                                    k.push(other);
+                                }
+                            }
                         }
                     }
-                    if expect_key {
+                    if let Some(s) = key_text {
                         if let Some(Frame::Object(key)) = stack.last_mut() {
-                            *key = Some(s.clone());
                             path.push(s.to_ascii_lowercase());
+                            *key = Some(s);
                             map.insert(
                                 join(path.iter().map(String::as_str)),
                                 (start_line, start_col),
