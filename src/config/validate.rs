@@ -34,6 +34,16 @@ impl LoadOptions {
     }
 }
 
+/// Our copy of the environment may hold secrets (`CONNAGENT__...` overrides): wiped when dropped.
+/// (The process environment itself keeps them for the life of the process.)
+impl Drop for LoadOptions {
+    fn drop(&mut self) {
+        for (_, v) in &mut self.env {
+            v.zeroize();
+        }
+    }
+}
+
 impl std::fmt::Debug for LoadOptions {
     /// The environment may hold secrets: only its size is shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

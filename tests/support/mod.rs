@@ -136,6 +136,9 @@ impl Workspace {
                 c.env_remove(k);
             }
         }
+        // Every run logs at trace level unless the test says otherwise, so that the canary
+        // search covers the most the agent can log.
+        c.env("RUST_LOG", "connagent=trace");
         for (k, v) in &self.env {
             c.env(k, v);
         }
