@@ -669,6 +669,7 @@ async fn a_run_that_ends_within_the_grace_period_is_published_and_json_logs() {
     ws.settings(s);
     let mut ws = ws;
     ws.env.retain(|(k, _)| k != "RUST_LOG");
+    ws.log_override = None;
     let agent = run(&ws);
     let mut c = client(&agent.addr()).await;
     let before = c
@@ -714,6 +715,11 @@ async fn a_run_that_ends_within_the_grace_period_is_published_and_json_logs() {
     for l in &log_lines {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         assert!(v["level"].is_string(), "{l}");
+        // Logging:Level=info: nothing below info.
+        assert!(
+            matches!(v["level"].as_str(), Some("INFO" | "WARN" | "ERROR")),
+            "{l}"
+        );
         assert!(!l.contains('\u{1b}'), "colour codes: {l}");
     }
     // First-seen survives a restart.

@@ -476,6 +476,7 @@ async fn a_re_entered_password_serves_one_test_only() {
                                "SqlCommand": "SELECT 1 AS one"}}
     }));
     ws.xml("c.xml", &format!("{}\n<Connection Identifier=\"Pg\" DisplayName_L1=\"pg\" Connector=\"HR\" Package=\"PostgreSql\"/>", connector_xml()));
+    let settings_before = std::fs::read(ws.settings_path()).unwrap();
     let mut cmd = ws.command(&["--json", "serve"]);
     cmd.env("RUST_LOG", "connagent=trace");
     let agent = Proc::start(cmd);
@@ -526,8 +527,31 @@ async fn a_re_entered_password_serves_one_test_only() {
         .into_inner();
     let shown = format!("{shown:?}");
     assert!(shown.contains("(set)"), "{shown}");
+    // Key-value options are not candidates (they are merged at load time): refused, unused.
+    let mut cand = std::collections::HashMap::new();
+    cand.insert(
+        "ConnectionStringOptions".to_string(),
+        json!({"Password": PASSWORD}).to_string(),
+    );
+    let e = c
+        .test_connection(auth(test(cand), TOKEN))
+        .await
+        .expect_err("structured candidate");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .contains("key-value options cannot be tested as candidates"),
+        "{e:?}"
+    );
     let (code, log) = agent.stop();
     assert_eq!(code, 0, "{log}");
-    // The harness searched every response, the log and Work/ for both passwords ("canary").
+    // The harness searched every response, the log and Work/ for both passwords ("canary");
+    // and nothing was written where settings are kept.
+    assert_eq!(
+        std::fs::read(ws.settings_path()).unwrap(),
+        settings_before,
+        "the settings file changed"
+    );
     assert!(!ws.path("Work/appsettings.connection.json").exists());
+    assert!(!ws.path("appsettings.encrypted.agent.json").exists());
 }

@@ -1191,10 +1191,8 @@ fn merge_connection_string_options(
     drop(shown);
     let json = String::from_utf8(json).unwrap_or_default();
     cs.merge_secured_options(pairs);
-    let replaced = std::mem::replace(&mut values[i].1, SettingValue::Secret(Secret::new(json)));
-    if let SettingValue::Structured(mut v) = replaced {
-        crate::secret::wipe_json(&mut v);
-    }
+    // The structured value it replaces is wiped as it is dropped (SettingValue's Drop).
+    values[i].1 = SettingValue::Secret(Secret::new(json));
     true
 }
 
@@ -1305,16 +1303,8 @@ fn build_settings(
             );
         }
     }
-    if !ok {
-        // Nothing is kept: wipe the structured values (ConnectionStringOptions may be secret).
-        for (_, v) in values.iter_mut() {
-            if let SettingValue::Structured(j) = v {
-                crate::secret::wipe_json(j);
-            }
-        }
-        return None;
-    }
-    Some(Settings::new(spec, values, &tree.dir))
+    // Rejected values are dropped here, structured ones wiped (SettingValue's Drop).
+    ok.then(|| Settings::new(spec, values, &tree.dir))
 }
 
 /// `Some(reason)` when `path` (after resolving `..` and symbolic links) is outside every root.

@@ -815,6 +815,13 @@ impl AgentServiceImpl {
                         spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
                     ))
                 })?;
+            if s.secured && matches!(s.kind, SettingKind::Structured) {
+                // Key-value options are merged into the connection string at load time only.
+                return Err(Status::invalid_argument(format!(
+                    "settings.{}: key-value options cannot be tested as candidates; put the keywords into a candidate ConnectionString",
+                    s.name
+                )));
+            }
             // A transient copy, wiped when dropped: the value may be a secret.
             let json = crate::secret::WipedJson(match s.kind {
                 SettingKind::TextList | SettingKind::Structured => serde_json::from_str(raw)

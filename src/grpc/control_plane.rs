@@ -156,10 +156,14 @@ impl ControlPlaneClient {
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        if let Some(token) = &self.settings.token
-            && let Ok(v) = format!("Bearer {}", token.expose()).parse()
-        {
-            req.metadata_mut().insert("authorization", v);
+        if let Some(token) = &self.settings.token {
+            // Built in a buffer that never moves and is wiped; the header value is tonic's.
+            let mut text = zeroize::Zeroizing::new(String::with_capacity(7 + token.expose().len()));
+            text.push_str("Bearer ");
+            text.push_str(token.expose());
+            if let Ok(v) = text.parse() {
+                req.metadata_mut().insert("authorization", v);
+            }
         }
         req
     }

@@ -38,6 +38,18 @@ pub struct ConnectionString {
     scheme: String,
 }
 
+/// Plain values are wiped too: a parse in the wrong syntax (tried, then dropped) can hold a
+/// password inside a plain value (`host=db;password=...` read as one libpq value).
+impl Drop for ConnectionString {
+    fn drop(&mut self) {
+        for (_, p) in &mut self.parts {
+            if let Part::Plain(v) = p {
+                v.zeroize();
+            }
+        }
+    }
+}
+
 /// Keys whose values are secrets, compared without case and spaces.
 const SECRET_KEYS: &[&str] = &["password", "pwd", "accountkey", "sharedaccesskey"];
 
@@ -116,13 +128,22 @@ impl ConnectionString {
         }
         // libpq only when every keyword is one of libpq's (they are lower case): deciding by the
         // presence of ';' alone would read `host=h password=a;b` as ADO.NET and put the password
-        // into the plain value of `host`.
+        // into the plain value of `host`. The other way round, `host=db;password=pw` (ADO.NET
+        // with lower-case keywords) read as libpq puts the password into the plain value of
+        // `host`: a plain value holding ';' means ADO.NET, when the text parses so.
         if let Ok(cs) = Self::parse_libpq(t)
             && cs
                 .parts
                 .iter()
                 .all(|(k, _)| LIBPQ_KEYS.contains(&k.as_str()))
         {
+            let ado_like = cs
+                .parts
+                .iter()
+                .any(|(_, p)| matches!(p, Part::Plain(v) if v.contains(';')));
+            if ado_like && let Ok(ado) = Self::parse_ado(text) {
+                return Ok(ado);
+            }
             return Ok(cs);
         }
         Self::parse_ado(text)
@@ -456,11 +477,12 @@ impl ConnectionString {
         self.parts.iter().map(|(k, _)| k.as_str())
     }
 
-    /// Every part held as a secret: passwords, and keywords given as secured options (hidden).
+    /// The password parts. (Hidden keywords are held as secrets too, but they are not masked in
+    /// messages: they are ordinary words such as `true` or a database name.)
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.parts.iter().filter_map(|(_, p)| match p {
-            Part::Secret(s) | Part::Hidden(s) => Some(s),
-            Part::Plain(_) => None,
+            Part::Secret(s) => Some(s),
+            Part::Plain(_) | Part::Hidden(_) => None,
         })
     }
 
@@ -608,6 +630,19 @@ mod tests {
             cs.redacted(),
             "host=127.0.0.1 port=5432 password=(set) dbname=x"
         );
+        // ADO.NET with lower-case libpq keywords: the password is not read into `host`.
+        let cs = ConnectionString::parse("host=db;password=pw-canary;dbname=x").unwrap();
+        assert_eq!(cs.syntax(), Syntax::Ado);
+        assert_eq!(cs.plain(&["host"]), Some("db"));
+        assert!(
+            matches!(cs.get(&["password"]), Some(Part::Secret(s)) if s.expose() == "pw-canary")
+        );
+        assert!(!cs.redacted().contains("canary"), "{}", cs.redacted());
+        // A libpq value that holds ';' stays libpq when the text is not ADO.NET.
+        let cs = ConnectionString::parse("host=h application_name='a;b' password=x;y").unwrap();
+        assert_eq!(cs.syntax(), Syntax::Libpq);
+        assert_eq!(cs.plain(&["application_name"]), Some("a;b"));
+        assert!(matches!(cs.get(&["password"]), Some(Part::Secret(s)) if s.expose() == "x;y"));
         // Unescaped '/', '?', '#', '@', ':' in a URL password stay in the password.
         for raw in ["p/w", "p?w", "p#w", "p@w", "p:w", "a/b?c#d@e"] {
             let cs = ConnectionString::parse(&format!(

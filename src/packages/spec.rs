@@ -90,6 +90,16 @@ pub enum SettingValue {
     Secret(Secret),
 }
 
+/// Structured values are wiped when dropped: key-value options (`ConnectionStringOptions`) are
+/// secrets until they are merged, and a list such as LDAP `Servers` may wrongly hold a password.
+impl Drop for SettingValue {
+    fn drop(&mut self) {
+        if let SettingValue::Structured(v) = self {
+            crate::secret::wipe_json(v);
+        }
+    }
+}
+
 impl fmt::Debug for SettingValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -378,7 +388,9 @@ impl Settings {
         for e in &self.entries {
             h.update(e.spec.name.as_bytes());
             h.update([0]);
-            // Secrets go into the hash directly, never through a formatted copy.
+            // Secrets go into the hash directly, never through a formatted copy; the bytes are
+            // those of `secret:<value>` and `cs:<redacted>|<secrets joined by NUL>`, as stored
+            // fingerprints were made before.
             match &e.value {
                 None => h.update("\u{0}none"),
                 Some(SettingValue::Secret(s)) => {
@@ -388,8 +400,11 @@ impl Settings {
                 Some(SettingValue::ConnectionString(c)) => {
                     h.update("cs:");
                     h.update(c.redacted());
-                    for s in c.secrets() {
-                        h.update([0]);
+                    h.update("|");
+                    for (i, s) in c.secrets().enumerate() {
+                        if i > 0 {
+                            h.update([0]);
+                        }
                         h.update(s.expose());
                     }
                 }
@@ -509,5 +524,40 @@ mod tests {
         // A wrong type for a secured setting does not repeat the value.
         let e = coerce(&SPEC[1], &serde_json::json!([canary])).unwrap_err();
         assert!(!e.contains(canary), "{e}");
+    }
+
+    /// Stored fingerprints (Work/State) are made from these bytes: changing them would mark
+    /// every connection modified at the next start.
+    #[test]
+    fn the_settings_hash_keeps_its_bytes() {
+        use sha2::Digest;
+        let raw = |v: &str| serde_json::Value::String(v.into());
+        let values = vec![
+            ("Login", coerce(&SPEC[0], &raw("admin")).unwrap()),
+            ("Password", coerce(&SPEC[1], &raw("p1")).unwrap()),
+            (
+                "ConnectionString",
+                coerce(&SPEC[3], &raw("Server=x;Pwd=p2;Password=p3")).unwrap(),
+            ),
+        ];
+        let s = Settings::new(SPEC, values, Path::new("/"));
+        let mut h = sha2::Sha256::new();
+        s.hash_into(&mut h);
+        let mut expected = sha2::Sha256::new();
+        for (name, text) in [
+            ("Login", "Text(\"admin\")"),
+            ("Password", "secret:p1"),
+            ("ApiKey", "\u{0}none"),
+            (
+                "ConnectionString",
+                "cs:Server=x;Pwd=(set);Password=(set)|p2\u{0}p3",
+            ),
+        ] {
+            expected.update(name.as_bytes());
+            expected.update([0]);
+            expected.update(text.as_bytes());
+            expected.update([0]);
+        }
+        assert_eq!(h.finalize(), expected.finalize());
     }
 }

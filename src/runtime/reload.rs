@@ -25,14 +25,8 @@ fn restart_required(old: &Snapshot, new: &mut Snapshot) -> Vec<String> {
     check(
         "ControlPlane",
         format!("{:?}", old.control_plane) != format!("{:?}", new.control_plane)
-            || old
-                .control_plane
-                .as_ref()
-                .map(|c| c.token.as_ref().map(|t| t.expose().to_string()))
-                != new
-                    .control_plane
-                    .as_ref()
-                    .map(|c| c.token.as_ref().map(|t| t.expose().to_string())),
+            || old.control_plane.as_ref().map(|c| c.token.as_ref())
+                != new.control_plane.as_ref().map(|c| c.token.as_ref()),
     );
     check(
         "Jobs:MaxTaskBatchSize",

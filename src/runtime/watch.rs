@@ -81,8 +81,13 @@ async fn check(rt: &Arc<Runtime>) {
 pub fn spawn(rt: Arc<Runtime>) {
     tokio::spawn(async move {
         loop {
-            let snapshot = rt.snapshot();
-            let list = watch_list(&snapshot);
+            // Only what the watch needs is kept, not the snapshot: a reload that this loop does
+            // not see at once (SIGHUP, SetSecuredOption) must be able to drop the old
+            // configuration and wipe its secrets.
+            let (list, poll_every) = {
+                let snapshot = rt.snapshot();
+                (watch_list(&snapshot), snapshot.daemon.poll)
+            };
             let (tx, mut rx) = mpsc::channel::<()>(256);
             let mut watcher = match notify::recommended_watcher(
                 move |res: notify::Result<notify::Event>| {
@@ -93,7 +98,7 @@ pub fn spawn(rt: Arc<Runtime>) {
             ) {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    tracing::warn!(error = %e, "file events unavailable; checking the configuration every {:?}", snapshot.daemon.poll);
+                    tracing::warn!(error = %e, "file events unavailable; checking the configuration every {poll_every:?}");
                     None
                 }
             };
@@ -106,7 +111,7 @@ pub fn spawn(rt: Arc<Runtime>) {
             }
             // A change made while the watches were being (re)armed is not lost.
             check(&rt).await;
-            let mut poll = tokio::time::interval(snapshot.daemon.poll);
+            let mut poll = tokio::time::interval(poll_every);
             poll.tick().await;
             loop {
                 tokio::select! {

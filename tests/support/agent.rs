@@ -180,13 +180,21 @@ where
             let (parts, body) = resp.into_parts();
             Ok(tonic::codegen::http::Response::from_parts(
                 parts,
-                tonic::body::Body::new(CheckedBody(body)),
+                tonic::body::Body::new(CheckedBody {
+                    inner: body,
+                    tail: Vec::new(),
+                }),
             ))
         })
     }
 }
 
-struct CheckedBody(tonic::body::Body);
+/// The response body, searched frame by frame; the end of each frame is kept so that a canary
+/// split across two frames is found too.
+struct CheckedBody {
+    inner: tonic::body::Body,
+    tail: Vec<u8>,
+}
 
 impl http_body::Body for CheckedBody {
     type Data = tonic::codegen::Bytes;
@@ -196,10 +204,15 @@ impl http_body::Body for CheckedBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                assert_no_canary("a gRPC response message", &String::from_utf8_lossy(data));
+                let mut seen = std::mem::take(&mut this.tail);
+                seen.extend_from_slice(data);
+                assert_no_canary("a gRPC response message", &String::from_utf8_lossy(&seen));
+                let keep = seen.len().saturating_sub(CANARY_MARK.len() - 1);
+                this.tail = seen.split_off(keep);
             }
             if let Some(trailers) = frame.trailers_ref() {
                 check_headers("trailer", trailers);
@@ -209,11 +222,11 @@ impl http_body::Body for CheckedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.0.size_hint()
+        self.inner.size_hint()
     }
 }
 

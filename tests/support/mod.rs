@@ -16,6 +16,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_connagent");
 pub struct Workspace {
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
+    /// `RUST_LOG` for every run unless `env` sets one: trace by default, so that the canary
+    /// search covers the most the agent can log. `None` lets the settings' `Logging:Level` decide.
+    pub log_override: Option<&'static str>,
 }
 
 /// Every secret value a test uses (passwords, tokens, keys) contains this word, and nothing else
@@ -92,6 +95,7 @@ impl Workspace {
         Workspace {
             dir,
             env: Vec::new(),
+            log_override: Some("connagent=trace"),
         }
     }
 
@@ -136,9 +140,9 @@ impl Workspace {
                 c.env_remove(k);
             }
         }
-        // Every run logs at trace level unless the test says otherwise, so that the canary
-        // search covers the most the agent can log.
-        c.env("RUST_LOG", "connagent=trace");
+        if let Some(filter) = self.log_override {
+            c.env("RUST_LOG", filter);
+        }
         for (k, v) in &self.env {
             c.env(k, v);
         }
