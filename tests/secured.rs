@@ -225,6 +225,19 @@ fn encrypted_overlay_round_trip_precedence_wrong_key_tampering_and_rotation() {
     );
     // A second keygen would orphan the encrypted values: refused.
     assert_eq!(ws.run(&["keygen"]).code, 1);
+    // A key that other users can read is refused until its mode is fixed.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = protect(&ws, "Connections:People:Path", "in/from-credential.csv");
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("can be read or written by other users (mode 640)")
+            && out.stderr.contains("chmod 600"),
+        "{}",
+        out.stderr
+    );
+    assert!(!ws.path("appsettings.encrypted.agent.json").exists());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let out = protect(&ws, "connections:PEOPLE:path", "in/from-credential.csv");
     assert_eq!(out.code, 0, "{}", out.all());
@@ -258,6 +271,18 @@ fn encrypted_overlay_round_trip_precedence_wrong_key_tampering_and_rotation() {
         "{:?}",
         files_containing(&ws.path(""), "cred-canary")
     );
+    // Loading the overlay with a key others can read: a configuration error, at the overlay.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("appsettings.encrypted.agent.json: error: the key file")
+            && out.stderr.contains("chmod 600"),
+        "{}",
+        out.stderr
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // Rotation: a new key, the overlay re-encrypted, the values unchanged.
     let before = std::fs::read_to_string(&key).unwrap();

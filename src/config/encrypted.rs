@@ -44,8 +44,22 @@ pub fn key_path(root: &Map<String, Value>, dir: &Path) -> PathBuf {
     }
 }
 
-/// Reads the agent's identity.
+/// Reads the agent's identity. A key file that other users may read is refused (as ssh refuses
+/// such a private key): whoever reads it can decrypt every protected value.
 pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, String> {
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            return Err(format!(
+                "the key file {} can be read or written by other users (mode {:o}); it must be readable by the agent's user only: run `chmod 600 {}`",
+                path.display(),
+                m.permissions().mode() & 0o777,
+                path.display()
+            ));
+        }
+    }
     // The key file's text is the private key: wiped once parsed.
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         format!(
