@@ -47,6 +47,29 @@ async fn results(client: &mut TdsClient, sql: &str) -> tiberius::Result<Vec<Vec<
     client.simple_query(sql).await?.into_results().await
 }
 
+/// The one row of a query that must answer exactly one.
+async fn one_row(client: &mut TdsClient, sql: &str) -> tiberius::Row {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .expect("one row")
+}
+
+/// The rows of a query's first result set.
+async fn first_result(client: &mut TdsClient, sql: &str) -> Vec<tiberius::Row> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap()
+}
+
 fn server_error(e: &tiberius::error::Error) -> (u32, String) {
     match e {
         tiberius::error::Error::Server(t) => (t.code(), t.message().to_string()),
@@ -355,25 +378,11 @@ async fn login_select_1_version_set_and_log() {
     c.readonly(true);
     let mut client = connect(&r, c).await.expect("login");
 
-    let row = client
-        .simple_query("SELECT 1")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT 1").await;
     assert_eq!(row.get::<i32, _>(0), Some(1));
     assert_eq!(row.columns()[0].column_type(), ColumnType::Int4);
 
-    let row = client
-        .simple_query("select  @@VERSION ;")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "select  @@VERSION ;").await;
     let version: &str = row.get(0).unwrap();
     assert!(
         version.starts_with("Microsoft SQL Server 2022"),
@@ -390,14 +399,7 @@ async fn login_select_1_version_set_and_log() {
         .unwrap();
     assert!(sets.is_empty());
 
-    let row = client
-        .simple_query("SELECT DB_NAME()")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT DB_NAME()").await;
     assert_eq!(row.get::<&str, _>(0), Some("hr"));
     client
         .simple_query("USE sales")
@@ -406,14 +408,7 @@ async fn login_select_1_version_set_and_log() {
         .into_results()
         .await
         .unwrap();
-    let row = client
-        .simple_query("SELECT DB_NAME()")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT DB_NAME()").await;
     assert_eq!(row.get::<&str, _>(0), Some("sales"));
     let err = results(&mut client, "USE nowhere").await.unwrap_err();
     assert_eq!(server_error(&err).0, 911);
@@ -649,14 +644,7 @@ async fn money_datetime_and_rounding_edges() {
         Reply::set(ResultSet::fixed(cols, vec![row])),
     ));
     let mut client = plain_client(&r).await;
-    let row = client
-        .simple_query("SELECT edges")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT edges").await;
     let v = values(row);
     let ColumnData::F64(Some(m)) = v[0] else {
         panic!("{:?}", v[0])
@@ -728,14 +716,7 @@ async fn unknown_batch_is_error_208_and_connection_survives() {
     let (code, message) = server_error(&err);
     assert_eq!(code, 208);
     assert!(message.contains("SELECT * FROM dbo.missing"), "{message}");
-    let row = client
-        .simple_query("SELECT 1")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT 1").await;
     assert_eq!(row.get::<i32, _>(0), Some(1));
 }
 
@@ -786,14 +767,7 @@ async fn error_after_rows_gives_rows_then_the_error() {
     assert_eq!(got, 3);
     assert_eq!(server_error(&err), (50001, "it went boom".into()));
     drop(rows);
-    let row = client
-        .simple_query("SELECT 1")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT 1").await;
     assert_eq!(row.get::<i32, _>(0), Some(1));
 
     // A reply that is only an error.
@@ -928,14 +902,7 @@ async fn attention_cancels_a_slow_reply_and_disconnects_are_noticed() {
         .await
         .unwrap()
         .unwrap();
-    let row = client
-        .simple_query("SELECT 1")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT 1").await;
     assert_eq!(row.get::<i32, _>(0), Some(1));
     assert!(r.requests().iter().any(|(_, q)| *q == Request::Attention));
 
@@ -1012,13 +979,7 @@ async fn concurrent_connections() {
             tokio::spawn(async move {
                 let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
                 let mut client = Client::connect(c, tcp.compat_write()).await.unwrap();
-                let rows = client
-                    .simple_query("SELECT big")
-                    .await
-                    .unwrap()
-                    .into_first_result()
-                    .await
-                    .unwrap();
+                let rows = first_result(&mut client, "SELECT big").await;
                 rows.len()
             })
         })
@@ -1129,13 +1090,7 @@ async fn tls_full_login_only_and_strict() {
     c.encryption(EncryptionLevel::Required);
     c.trust_cert_ca(r.ca_path().display());
     let mut client = connect(&r, c).await.expect("TLS login");
-    let rows = client
-        .simple_query("SELECT big")
-        .await
-        .unwrap()
-        .into_first_result()
-        .await
-        .unwrap();
+    let rows = first_result(&mut client, "SELECT big").await;
     assert_eq!(rows.len(), 3000);
 
     // Encrypt=false: only LOGIN7 is encrypted, the rest is plain.
@@ -1143,13 +1098,7 @@ async fn tls_full_login_only_and_strict() {
     c.encryption(EncryptionLevel::Off);
     c.trust_cert();
     let mut client = connect(&r, c).await.expect("login-only TLS");
-    let rows = client
-        .simple_query("SELECT big")
-        .await
-        .unwrap()
-        .into_first_result()
-        .await
-        .unwrap();
+    let rows = first_result(&mut client, "SELECT big").await;
     assert_eq!(rows.len(), 3000);
 
     // TDS 8.0 strict: TLS first.
@@ -1157,26 +1106,12 @@ async fn tls_full_login_only_and_strict() {
     c.encryption(EncryptionLevel::Strict);
     c.trust_cert();
     let mut client = connect(&r, c).await.expect("strict TLS login");
-    let row = client
-        .simple_query("SELECT 1")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&mut client, "SELECT 1").await;
     assert_eq!(row.get::<i32, _>(0), Some(1));
 
     // A client that does not want encryption still gets plain text.
     let mut client = plain_client(&r).await;
-    client
-        .simple_query("SELECT 1")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    one_row(&mut client, "SELECT 1").await;
 
     let used: Vec<(Encryption, TlsUse)> =
         r.logins().iter().map(|l| (l.encryption, l.tls)).collect();

@@ -538,15 +538,6 @@ pub fn rotate(settings_file: &Path) -> Result<(String, usize), String> {
     Ok((new.to_public().to_string(), n))
 }
 
-/// A parsed settings file whose strings are wiped when dropped.
-struct WipedMap(Map<String, Value>);
-
-impl Drop for WipedMap {
-    fn drop(&mut self) {
-        crate::secret::wipe_json_map(&mut self.0);
-    }
-}
-
 /// The byte span of the string value of the key at `path` (a `"..."` literal, quotes included),
 /// found from the key's position; `None` when the value is not a string.
 fn string_value_span(
@@ -611,11 +602,12 @@ pub fn protect_all(
         std::fs::read_to_string(settings_file)
             .map_err(|e| format!("cannot read {}: {e}", settings_file.display()))?,
     );
-    let plain = WipedMap(
-        serde_json::from_str(text.trim_start_matches('\u{feff}'))
-            .map_err(|e| format!("{} is not valid JSON: {e}", settings_file.display()))?,
-    );
-    let plain = &plain.0;
+    let plain: Map<String, Value> = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| format!("{} is not valid JSON: {e}", settings_file.display()))?;
+    let plain = crate::secret::WipedJson(Value::Object(plain));
+    let Value::Object(plain) = &plain.0 else {
+        return Err("internal: not an object".into());
+    };
     let key = key_path(plain, dir);
     read_identity(&key)?;
     let overlay = dir.join(ENCRYPTED_FILE);

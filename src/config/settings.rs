@@ -257,6 +257,24 @@ pub(crate) fn key_id<S: AsRef<str>>(segs: &[S]) -> String {
         .join("/")
 }
 
+/// Why a file holding one value (a credential, a `${file:}` target) could not be used.
+enum ValueFileError {
+    NotUtf8,
+    Io(std::io::Error),
+}
+
+/// A file holding one value, maybe a secret: its text without one final newline, cut in place
+/// rather than copied; bytes that are not UTF-8 text are wiped.
+fn read_value_file(path: &Path) -> Result<String, ValueFileError> {
+    let bytes = std::fs::read(path).map_err(ValueFileError::Io)?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        e.into_bytes().zeroize();
+        ValueFileError::NotUtf8
+    })?;
+    text.truncate(without_final_newline(&text).len());
+    Ok(text)
+}
+
 /// systemd passes credentials (`LoadCredential=`, `SetCredential=`) as files in this folder.
 pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
 /// How a value set by a credential file is named in messages.
@@ -297,12 +315,10 @@ fn credentials_overlay(
         }
         // Not hashed: credentials do not change while the service runs (a restart or SIGHUP
         // reads them again).
-        let bytes = std::fs::read(&path);
         let origin = format!("{CREDENTIAL_ORIGIN}{name}");
-        let value = match bytes.map(String::from_utf8) {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                e.into_bytes().zeroize();
+        let value = match read_value_file(&path) {
+            Ok(v) => v,
+            Err(ValueFileError::NotUtf8) => {
                 diags.push(
                     Diagnostic::error(
                         Some(Origin::Source(origin)),
@@ -312,7 +328,7 @@ fn credentials_overlay(
                 );
                 continue;
             }
-            Err(e) => {
+            Err(ValueFileError::Io(e)) => {
                 diags.push(
                     Diagnostic::error(
                         Some(Origin::Source(origin)),
@@ -323,8 +339,6 @@ fn credentials_overlay(
                 continue;
             }
         };
-        let mut value = value;
-        value.truncate(without_final_newline(&value).len());
         let mut leaf = Value::String(value);
         for seg in segs.iter().skip(1).rev() {
             let mut m = Map::new();
@@ -439,14 +453,9 @@ impl References<'_> {
                         };
                         file.and_then(|f| {
                             // Not hashed for change detection (SIGHUP reads them again).
-                            let bytes = std::fs::read(&f);
-                            match bytes.map(String::from_utf8) {
-                                Ok(Ok(mut text)) => {
-                                    text.truncate(without_final_newline(&text).len());
-                                    Some(text)
-                                }
-                                Ok(Err(e)) => {
-                                    e.into_bytes().zeroize();
+                            match read_value_file(&f) {
+                                Ok(text) => Some(text),
+                                Err(ValueFileError::NotUtf8) => {
                                     fail(
                                         self,
                                         format!("the file of ${{{kind}:{name}}} is not UTF-8 text"),
@@ -454,7 +463,7 @@ impl References<'_> {
                                     );
                                     None
                                 }
-                                Err(e) => {
+                                Err(ValueFileError::Io(e)) => {
                                     fail(
                                         self,
                                         format!("cannot read the file of ${{{kind}:{name}}} ({}): {e}", f.display()),
