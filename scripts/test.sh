@@ -23,7 +23,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-# An independent gRPC client for tests/grpc_python.rs: Python grpcio in a virtual environment.
+# An independent gRPC client for tests/it/grpc_python.rs: Python grpcio in a virtual environment.
 if [ ! -x target/pyvenv/bin/python ] || ! target/pyvenv/bin/python -c 'import grpc, grpc_tools, grpc_reflection' 2>/dev/null; then
   mkdir -p target
   python3 -m venv target/pyvenv

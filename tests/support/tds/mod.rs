@@ -1,7 +1,7 @@
 //! A scripted TDS 7.4 responder: a stand-in for SQL Server that the SQL Server package's tests
 //! (and the `tds-responder` benchmark example) talk to over real TCP, since no SQL Server runs
 //! here. It is written from MS-TDS (TDS 7.4, plus TDS 8.0 strict TLS) and MC-SQLR, and checked
-//! against what tiberius 0.13 sends and expects (`tests/tds_responder.rs`). What it implements is
+//! against what tiberius 0.13 sends and expects (`tests/it/tds_responder.rs`). What it implements is
 //! what the package may rely on; anything else is answered with a server error, never silence.
 //!
 //! # Use

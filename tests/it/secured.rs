@@ -2,9 +2,8 @@
 //! (`$CREDENTIALS_DIRECTORY`, one file per setting path), and references resolved at load time
 //! (`${env:NAME}`, `${file:PATH}`, `${credential:NAME}`). Also: the agent keeps no core dumps.
 
-mod support;
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const CANARY: &str = "cred-canary-5d1e;pw";
 
@@ -174,7 +173,7 @@ fn the_agent_turns_off_its_core_dumps() {
         serde_json::from_str(&std::fs::read_to_string(ws.settings_path()).unwrap()).unwrap();
     s["Grpc"] = json!({"Listen": "127.0.0.1:0"});
     ws.settings(s);
-    let agent = support::agent::Proc::start(ws.command(&["--json", "serve"]));
+    let agent = crate::support::agent::Proc::start(ws.command(&["--json", "serve"]));
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.child.id())).unwrap();
     let line = limits
         .lines()
@@ -435,7 +434,7 @@ fn protect_all_moves_every_plain_secret_into_the_overlay() {
 #[test]
 #[should_panic(expected = "leaked into the output of")]
 fn the_harness_catches_a_canary_in_output() {
-    support::assert_no_canary("the output of a test", "before canary-x after");
+    crate::support::assert_no_canary("the output of a test", "before canary-x after");
 }
 
 #[test]
@@ -485,7 +484,7 @@ fn protect_refuses_a_value_it_cannot_store_and_writes_nothing() {
         let out = protect_bytes(&ws, setting, &input);
         assert_eq!(out.code, code, "{name}: {}", out.all());
         assert!(out.stderr.contains(message), "{name}: {}", out.stderr);
-        support::assert_no_canary("protect's output", &out.all());
+        crate::support::assert_no_canary("protect's output", &out.all());
         assert!(
             !ws.path("appsettings.encrypted.agent.json").exists(),
             "{name}: the overlay was written"
@@ -569,7 +568,7 @@ fn the_running_agent_holds_each_secret_only_in_its_secret() {
     assert_eq!(out.code, 0, "{}", out.all());
     let mut cmd = ws.command(&["--json", "run"]);
     cmd.env("RUST_LOG", "connagent=info");
-    let agent = support::agent::Proc::start(cmd);
+    let agent = crate::support::agent::Proc::start(cmd);
     let wait_generation = |g: u32| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !agent.stderr_text().contains(&format!("generation={g}")) {

@@ -2,10 +2,9 @@
 //! server reflection. The interpreter comes from `CONNAGENT_TEST_PYTHON` or `target/pyvenv`,
 //! which `scripts/test.sh` prepares (pip install grpcio grpcio-tools grpcio-reflection).
 
-mod support;
+use crate::support::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::*;
 
 fn python() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("CONNAGENT_TEST_PYTHON") {
@@ -32,7 +31,7 @@ fn python_grpcio_client_drives_the_agent() {
     // The interpreter is checked first, and the agent is a `Proc` (killed when dropped), so that
     // a failure here never leaves an agent running.
     let python = python();
-    let agent = support::agent::Proc::start(ws.command(&["--json", "serve"]));
+    let agent = crate::support::agent::Proc::start(ws.command(&["--json", "serve"]));
     let addr = agent.addr();
     let out = std::process::Command::new(python)
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpc_client.py"))

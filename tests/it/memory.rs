@@ -2,10 +2,9 @@
 //! Peak RSS of the real binary is measured by GNU time (`/usr/bin/time -f %M`). The bound is generous:
 //! it checks growth, not speed, and asserts no timing.
 
-mod support;
+use crate::support::*;
 use serde_json::json;
 use std::io::Write;
-use support::*;
 
 fn sqlite_workspace(rows: u64) -> Workspace {
     let ws = Workspace::new();

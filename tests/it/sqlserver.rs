@@ -2,12 +2,11 @@
 //! responder in `tests/support/tds` (no SQL Server can run on these machines). tiberius talks to
 //! it over real TCP, with TLS for the login as SQL Server does.
 
-mod support;
-use serde_json::{Value, json};
-use support::tds::{
+use crate::support::tds::{
     Cell, Column, Fault, Matcher, Reply, Responder, ResultSet, Script, SqlType, TlsUse,
 };
-use support::*;
+use crate::support::*;
+use serde_json::{Value, json};
 
 /// Holds `;`, `"`, `@` and `'`: it must be quoted in the connection string, with `'` doubled.
 const PASSWORD: &str = "ms-canary;7Q\"z@'x";
@@ -312,7 +311,7 @@ fn failures_have_their_own_messages_and_keep_previous_files() {
     assert_eq!(out.code, 0, "{}", out.all());
     let before = std::fs::read(ok.output_file("Mssql.csv")).unwrap();
 
-    let free = support::agent::free_port();
+    let free = crate::support::agent::free_port();
     let cases: Vec<(Value, &str, &str, bool)> = vec![
         (
             json!({"ConnectionString": cs(&r).replace(&quoted_password(), "'wrong'"), "SqlCommand": "SELECT * FROM dbo.people"}),
@@ -826,7 +825,7 @@ fn the_password_never_shows_even_at_trace_level() {
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(!out.all().contains(PASSWORD_HEAD), "{}", out.all());
     assert!(
-        support::files_containing(&ws.path(""), PASSWORD_HEAD)
+        crate::support::files_containing(&ws.path(""), PASSWORD_HEAD)
             .iter()
             .all(|f| f.ends_with("appsettings.agent.json"))
     );

@@ -1,18 +1,17 @@
 //! The gRPC service through a real tonic client over real sockets, against the real binary
 //! (`connagent serve`), and the reporting path against `connagent dev-control-plane`.
 
-mod support;
-use support::agent::*;
+use crate::support::agent::*;
 
 fn dev_control_plane(port: u16) -> Proc {
     dev_control_plane_with(port, CP_TOKEN)
 }
+use crate::support::*;
 use connagent::grpc::proto as pb;
 use pb::agent_service_client::AgentServiceClient;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
-use support::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 

@@ -1,9 +1,8 @@
 //! No secret value used in the fixtures appears in any output: CLI text and JSON, logs at trace
 //! level, error messages, files the agent writes, and Debug output of the loaded configuration.
 
-mod support;
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const CANARIES: &[&str] = &[
     "canary-openid-5b1e",

@@ -1,13 +1,12 @@
 //! The Ldap package against a real OpenLDAP slapd started by the test harness.
 
-mod support;
+use crate::support::slapd::{
+    Options, READER_DN, READER_PASSWORD, Slapd, group_dn, people_ldif, photo_of, user_dn,
+};
+use crate::support::*;
 use base64::Engine;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::slapd::{
-    Options, READER_DN, READER_PASSWORD, Slapd, group_dn, people_ldif, photo_of, user_dn,
-};
-use support::*;
 
 fn workspace(
     servers: serde_json::Value,
@@ -74,7 +73,7 @@ fn column<'a>(columns: &'a [serde_json::Value], name: &str) -> &'a serde_json::V
 }
 
 fn assert_no_secret(out: &Output) {
-    for secret in [READER_PASSWORD, support::slapd::ADMIN_PASSWORD] {
+    for secret in [READER_PASSWORD, crate::support::slapd::ADMIN_PASSWORD] {
         assert!(
             !out.all().contains(secret),
             "a password leaked:\n{}",

@@ -2,10 +2,9 @@
 //! empty text, unicode, 100k rows read back by Python's csv module, failures after N rows, timeouts,
 //! interrupts, and stale partial files.
 
-mod support;
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::*;
 
 fn workspace(db_sql: &str, settings: Value) -> Workspace {
     let ws = Workspace::new();

@@ -1,9 +1,8 @@
 //! The Csv package through the binary: encodings, byte-order marks, skipped lines, trims, dropped
 //! header-less columns, regex selection of the newest file, and the complete/incremental rule.
 
-mod support;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 fn workspace(settings: Value) -> Workspace {
     let ws = Workspace::new();

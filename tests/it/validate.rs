@@ -1,9 +1,8 @@
 //! `connagent validate` and `connections` through the binary: a valid multi-file configuration, and
 //! one fixture per kind of configuration error, each checked for message, location and exit code.
 
-mod support;
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 fn base_settings(ws: &Workspace) -> serde_json::Value {
     ws.write("sources/people.csv", "id,name\n1,Ann\n");

@@ -1,10 +1,9 @@
 //! The PostgreSql package against a real PostgreSQL server started by the test harness.
 
-mod support;
+use crate::support::pg::Pg;
+use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::pg::Pg;
-use support::*;
 
 const PASSWORD: &str = "pg-canary-password-7f3e";
 
@@ -462,8 +461,8 @@ fn connection_string_forms_and_redaction() {
 /// or logged, and the saved settings stay what they were.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_re_entered_password_serves_one_test_only() {
+    use crate::support::agent::*;
     use connagent::grpc::proto as pb;
-    use support::agent::*;
     const TOKEN: &str = "pg-admin-token-canary-44d1";
     const SAVED: &str = "saved-wrong-canary-0b9c";
     let pg = Pg::start();

@@ -2,11 +2,9 @@
 //! errors, the wire encoding of every SQL type, multiple result sets, faults, streaming, RPC,
 //! attention, transactions, the browser and TLS.
 
-mod support;
-
 use std::time::Duration;
 
-use support::tds::*;
+use crate::support::tds::*;
 use tiberius::numeric::Numeric;
 use tiberius::time::{
     Date as TDate, DateTime as TDateTime, DateTime2 as TDateTime2,

@@ -2,14 +2,13 @@
 //! restart-required settings, the systemd notify protocol, graceful and hard stops, the scheduler,
 //! and the unit file.
 
-mod support;
+use crate::support::agent::*;
+use crate::support::*;
 use connagent::grpc::proto as pb;
 use serde_json::{Value, json};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::agent::*;
-use support::*;
 
 const TOKEN: &str = "daemon-token-canary-4a1c";
 

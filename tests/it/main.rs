@@ -1,0 +1,20 @@
+//! The integration tests, as one binary: `support` (the harnesses and the fake servers under
+//! `tests/support/`) is compiled and linked once. Each module is one area, run through the real
+//! binary, real servers (PostgreSQL, slapd) or the TDS responder.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod csv_package;
+mod daemon;
+mod grpc;
+mod grpc_python;
+mod ldap;
+mod memory;
+mod postgres;
+mod secrets;
+mod secured;
+mod sqlite_package;
+mod sqlserver;
+mod tds_responder;
+mod validate;
