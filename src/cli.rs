@@ -43,7 +43,7 @@ pub const EXIT_CONFIG: u8 = 78;
     about = "On-premise connection agent: validates connections, tests them, discovers schemas and exports CSV connection tables."
 )]
 #[command(
-    after_help = "Exit codes: 0 done, 1 the operation failed, 2 usage error, 78 configuration invalid."
+    after_help = "Exit codes: 0 done, 1 the operation failed, 2 usage error, 78 configuration invalid, 128+N an export cancelled by signal N (130 Ctrl-C/SIGINT, 143 SIGTERM, 129 SIGHUP, 131 SIGQUIT; previous files kept, no partial file left)."
 )]
 pub struct Cli {
     /// Settings file [default: $CONNAGENT_SETTINGS, else ./appsettings.agent.json]
@@ -215,7 +215,7 @@ fn keygen(cli: &Cli, rotate: bool) -> u8 {
     }
 }
 
-fn protect_all(cli: &Cli, registry: &Registry) -> u8 {
+fn protect_all(cli: &Cli, registry: &Arc<Registry>) -> u8 {
     // Which settings are secret comes from each connection's package: the configuration is
     // loaded (problems in it do not stop this).
     let loaded = match load(cli, registry, true) {
@@ -354,9 +354,9 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Loads the configuration. `Err(code)` when the command cannot go on (errors are printed).
-fn load(cli: &Cli, registry: &Registry, tolerate_errors: bool) -> Result<Loaded, u8> {
+fn load(cli: &Cli, registry: &Arc<Registry>, tolerate_errors: bool) -> Result<Loaded, u8> {
     let opts = LoadOptions::from_env(settings_path(cli));
-    match config::load(&opts, registry) {
+    match config::validate::load_isolated(opts, registry.clone()) {
         Err(d) => {
             if cli.json {
                 out_line!("{}", json!({"valid": false, "diagnostics": d}));
@@ -434,7 +434,7 @@ fn summary_json(s: &Snapshot) -> serde_json::Value {
     })
 }
 
-fn validate(cli: &Cli, registry: &Registry) -> u8 {
+fn validate(cli: &Cli, registry: &Arc<Registry>) -> u8 {
     let loaded = match load(cli, registry, true) {
         Ok(l) => l,
         Err(code) => return code,
@@ -490,7 +490,7 @@ fn validate(cli: &Cli, registry: &Registry) -> u8 {
     EXIT_OK
 }
 
-fn connections(cli: &Cli, registry: &Registry, args: &ConnectionsArgs) -> u8 {
+fn connections(cli: &Cli, registry: &Arc<Registry>, args: &ConnectionsArgs) -> u8 {
     let loaded = match load(cli, registry, true) {
         Ok(l) => l,
         Err(code) => return code,
@@ -685,7 +685,7 @@ fn connection_ref(
     }
 }
 
-async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
+async fn test(cli: &Cli, registry: &Arc<Registry>, id: &str) -> u8 {
     let loaded = match load(cli, registry, false) {
         Ok(l) => l,
         Err(code) => return code,
@@ -731,7 +731,7 @@ async fn test(cli: &Cli, registry: &Registry, id: &str) -> u8 {
     }
 }
 
-async fn schema(cli: &Cli, registry: &Registry, id: &str) -> u8 {
+async fn schema(cli: &Cli, registry: &Arc<Registry>, id: &str) -> u8 {
     let loaded = match load(cli, registry, false) {
         Ok(l) => l,
         Err(code) => return code,
@@ -829,7 +829,73 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
+/// The signals that interrupt a command-line export: Ctrl-C (SIGINT), and SIGTERM, SIGHUP and
+/// SIGQUIT, which `timeout`, cron, systemd timers, container stops and closed terminals send.
+/// Registered before anything else is done, so that an early signal is never lost: from then on
+/// a signal is held until the export looks at it.
+struct InterruptSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl InterruptSignals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(InterruptSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal's number and name.
+    async fn next(&mut self) -> (i32, &'static str) {
+        tokio::select! {
+            _ = self.int.recv() => (libc::SIGINT, "SIGINT"),
+            _ = self.term.recv() => (libc::SIGTERM, "SIGTERM"),
+            _ = self.hup.recv() => (libc::SIGHUP, "SIGHUP"),
+            _ = self.quit.recv() => (libc::SIGQUIT, "SIGQUIT"),
+        }
+    }
+}
+
+/// The exit code of an export interrupted by signal `n`: 128 + n, what a shell reports for a
+/// command killed by it (130 for SIGINT, 143 for SIGTERM), so scripts see the interruption.
+pub fn interrupted_exit_code(n: i32) -> u8 {
+    u8::try_from(128 + n).unwrap_or(EXIT_FAILED)
+}
+
+async fn export_cmd(cli: &Cli, registry: &Arc<Registry>, args: &ExportArgs) -> u8 {
+    // First of all: a signal that arrives while the configuration loads is held, not lost.
+    let mut signals = match InterruptSignals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            err_line!("error: cannot handle signals: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let interrupted = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    {
+        let cancel = cancel.clone();
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            let (n, name) = signals.next().await;
+            interrupted.store(n, Ordering::SeqCst);
+            err_line!(
+                "\ninterrupted ({name}): cancelling the export (previous files are kept); send it again to quit at once"
+            );
+            cancel.cancel();
+            let (n, _) = signals.next().await;
+            err_line!(
+                "quitting now: a partial file may remain; it is removed at the connection's next export"
+            );
+            std::process::exit(i32::from(interrupted_exit_code(n)));
+        });
+    }
     let loaded = match load(cli, registry, false) {
         Ok(l) => l,
         Err(code) => return code,
@@ -850,24 +916,6 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let cancel = CancellationToken::new();
-    {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                err_line!(
-                    "\ninterrupted: cancelling the export (previous files are kept); interrupt again to quit at once"
-                );
-                cancel.cancel();
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                err_line!(
-                    "quitting now: a partial file may remain; it is removed at the connection's next export"
-                );
-                std::process::exit(i32::from(EXIT_FAILED));
-            }
-        });
-    }
     let show_progress = !cli.json && std::io::stderr().is_terminal();
     let mut reports: Vec<RunReport> = Vec::new();
     let mut code = EXIT_OK;
@@ -899,7 +947,7 @@ async fn export_cmd(cli: &Cli, registry: &Registry, args: &ExportArgs) -> u8 {
         }
     }
     if cancel.is_cancelled() {
-        code = EXIT_FAILED;
+        code = interrupted_exit_code(interrupted.load(Ordering::SeqCst));
     }
     if cli.json {
         out_line!(

@@ -43,7 +43,9 @@ impl fmt::Debug for Secret {
 /// Replaces every occurrence of known secret values in a text.
 #[derive(Default, Clone)]
 pub struct Redactor {
-    secrets: Vec<Secret>,
+    /// Each value to hide, with what replaces it (`***`, or a name such as
+    /// "the value of ${file:pg.pass}").
+    secrets: Vec<(Secret, Option<String>)>,
 }
 
 impl fmt::Debug for Redactor {
@@ -60,26 +62,50 @@ impl Redactor {
     /// Adds a value to hide. Very short values (under 4 characters) are hidden too: a short
     /// password is still a password, even if masking it may mask unrelated text.
     pub fn add(&mut self, secret: &Secret) {
-        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
-            self.secrets.push(secret.clone());
+        self.insert(secret, None);
+    }
+
+    /// Adds a value to hide behind `label` instead of `***`. The value as a Rust string literal
+    /// would escape it (`"a\"b"` for `a"b`) is hidden too, since messages quote values that way.
+    pub fn add_labeled(&mut self, secret: &Secret, label: &str) {
+        self.insert(secret, Some(label.to_string()));
+        // Written into a buffer that is wiped, sized so that it never moves.
+        let mut escaped = Zeroizing::new(String::with_capacity(secret.expose().len() * 10 + 2));
+        {
+            use std::fmt::Write as _;
+            let _ = write!(escaped, "{:?}", secret.expose());
+        }
+        let inner = &escaped[1..escaped.len() - 1];
+        if inner != secret.expose() {
+            self.insert(&Secret::new(inner), Some(label.to_string()));
+        }
+    }
+
+    fn insert(&mut self, secret: &Secret, label: Option<String>) {
+        if !secret.is_empty() && !self.secrets.iter().any(|(s, _)| s == secret) {
+            self.secrets.push((secret.clone(), label));
             // Longest first, so that a secret containing another is masked whole.
             self.secrets
-                .sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+                .sort_by_key(|(s, _)| std::cmp::Reverse(s.expose().len()));
         }
     }
 
     pub fn extend(&mut self, other: &Redactor) {
-        for s in &other.secrets {
-            self.add(s);
+        for (s, label) in &other.secrets {
+            self.insert(s, label.clone());
         }
     }
 
-    /// The text with every known secret replaced by `***`.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// The text with every known secret replaced by `***` (or its label).
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for s in &self.secrets {
+        for (s, label) in &self.secrets {
             if out.contains(s.expose()) {
-                let masked = out.replace(s.expose(), "***");
+                let masked = out.replace(s.expose(), label.as_deref().unwrap_or("***"));
                 // The text held the secret: wipe it before letting it go.
                 out.zeroize();
                 out = masked;
@@ -141,6 +167,12 @@ mod tests {
         r.add(&Secret::new("abcdef"));
         assert_eq!(r.redact("x abcdef y abc z"), "x *** y *** z");
         assert_eq!(r.redact("nothing here"), "nothing here");
+        let mut l = Redactor::new();
+        l.add_labeled(&Secret::new("a\"b"), "the value of ${env:X}");
+        assert_eq!(
+            l.redact("not \"a\\\"b\" nor a\"b"),
+            "not \"the value of ${env:X}\" nor the value of ${env:X}"
+        );
     }
 
     #[test]

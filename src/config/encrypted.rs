@@ -13,12 +13,13 @@
 
 use super::diag::{Diagnostic, Diagnostics, Location, Origin};
 use super::jsonpos::JsonPositions;
+use crate::fsutil::{limits, read_limited_text};
 use crate::ident::get_ci;
 use crate::secret::Secret;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -61,12 +62,14 @@ pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, String> {
         }
     }
     // The key file's text is the private key: wiped once parsed.
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read the key file {}: {e}; run `connagent keygen`, or set Secrets:KeyFile",
-            path.display()
-        )
-    })?);
+    let text = Zeroizing::new(
+        read_limited_text(path, limits::VALUE_FILE, "a key file").map_err(|e| {
+            format!(
+                "cannot read the key file {}: {e}; run `connagent keygen`, or set Secrets:KeyFile",
+                path.display()
+            )
+        })?,
+    );
     let line = text
         .lines()
         .map(str::trim)
@@ -92,21 +95,11 @@ fn write_tree(path: &Path, tree: &Value) -> Result<(), String> {
     write_private(path, format!("{text}\n").as_bytes())
 }
 
-/// Writes `content` to `path` through a temporary file with `mode`, synced, then renamed.
+/// Writes `content` to `path` atomically with `mode` (see [`crate::fsutil::write_atomically_with_mode`]:
+/// partial file, fsync, rename, fsync of the folder; the partial file removed on failure).
 fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp-connagent");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(content)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+    crate::fsutil::write_atomically_with_mode(path, content, Some(mode))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The key file's text, in a buffer that is wiped when dropped and never moves while filled.
@@ -188,7 +181,7 @@ pub fn load(
     let path = dir.join(ENCRYPTED_FILE);
     // Hashed whether or not it exists, right after the settings file, as `inputs::hash_now` does:
     // the daemon reloads when it appears, changes or goes.
-    let read = std::fs::read(&path);
+    let read = read_settings_file(&path);
     hasher.file(&path, &read);
     load_at(&path, read, plain, dir, diags)
 }
@@ -224,13 +217,22 @@ pub fn load_store(
     diags: &mut Diagnostics,
 ) -> (Map<String, Value>, HashMap<String, String>) {
     let path = store_path(plain, dir);
-    let read = std::fs::read(&path);
+    let read = read_settings_file(&path);
     load_at(&path, read, plain, dir, diags)
+}
+
+/// The overlay or the store: a regular file within the settings files' limit.
+fn read_settings_file(path: &Path) -> Result<Vec<u8>, crate::fsutil::ReadError> {
+    crate::fsutil::read_limited(
+        path,
+        crate::fsutil::limits::SETTINGS_FILE,
+        "a settings file",
+    )
 }
 
 fn load_at(
     path: &Path,
-    read: std::io::Result<Vec<u8>>,
+    read: Result<Vec<u8>, crate::fsutil::ReadError>,
     plain: &Map<String, Value>,
     dir: &Path,
     diags: &mut Diagnostics,
@@ -239,7 +241,10 @@ fn load_at(
     let mut out = (Map::new(), HashMap::new());
     let bytes = match read {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return out,
+        // The store lives under WorkFolderPath: a WorkFolderPath that is a file is reported at
+        // that setting by validation, not here as an unreadable file.
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotADirectory) => return out,
         Err(e) => {
             diags.push(
                 Diagnostic::error(
@@ -350,10 +355,10 @@ impl Walk<'_> {
 
 /// Reads the overlay file as JSON (empty when there is none).
 fn read_overlay(path: &Path) -> Result<Map<String, Value>, String> {
-    match std::fs::read_to_string(path) {
+    match read_limited_text(path, limits::SETTINGS_FILE, "a settings file") {
         Ok(t) => serde_json::from_str(&t)
             .map_err(|e| format!("{} is not a JSON object: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => Ok(Map::new()),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
@@ -362,7 +367,10 @@ fn read_overlay(path: &Path) -> Result<Map<String, Value>, String> {
 /// `Secrets:KeyFile` and `WorkFolderPath`.
 pub fn plain_settings(settings_file: &Path) -> Map<String, Value> {
     // The file may hold plain secrets: its text and every other section are wiped.
-    let text = Zeroizing::new(std::fs::read_to_string(settings_file).unwrap_or_default());
+    let text = Zeroizing::new(
+        read_limited_text(settings_file, limits::SETTINGS_FILE, "a settings file")
+            .unwrap_or_default(),
+    );
     let mut all: Map<String, Value> =
         serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap_or_default();
     let wanted =
@@ -599,7 +607,7 @@ pub fn protect_all(
     let dir = settings_file.parent().unwrap_or(Path::new("."));
     // The file holds plain secrets: its text, the parsed tree and the values moved are wiped.
     let mut text = Zeroizing::new(
-        std::fs::read_to_string(settings_file)
+        read_limited_text(settings_file, limits::SETTINGS_FILE, "a settings file")
             .map_err(|e| format!("cannot read {}: {e}", settings_file.display()))?,
     );
     let plain: Map<String, Value> = serde_json::from_str(text.trim_start_matches('\u{feff}'))

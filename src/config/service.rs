@@ -114,15 +114,38 @@ fn file(tree: &SettingsTree, path: &[&str], d: &mut Diagnostics) -> Option<PathB
     Some(p)
 }
 
+/// A listening address: `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT` (the IPv4 loopback, as
+/// the other names are not looked up: the agent binds before any resolver could be trusted).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && host.eq_ignore_ascii_case("localhost")
+    {
+        return port
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| "the port must be a number from 0 to 65535".to_string());
+    }
+    Err(
+        "expected IP:PORT or localhost:PORT (host names other than localhost are not looked up)"
+            .into(),
+    )
+}
+
 pub fn grpc_settings(tree: &SettingsTree, d: &mut Diagnostics) -> GrpcSettings {
     let listen_text = text(tree, &["Grpc", "Listen"], d).unwrap_or(DEFAULT_LISTEN);
-    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
+    let listen = parse_listen(listen_text).unwrap_or_else(|e| {
         d.push(
             Diagnostic::error(
                 Some(tree.origin(&["Grpc", "Listen"])),
-                format!("Grpc:Listen {listen_text:?} is not an address and port: {e}"),
+                format!(
+                    "Grpc:Listen {} is not an address and port: {e}",
+                    tree.quote(&["Grpc", "Listen"])
+                ),
             )
-            .hint("write an IP address and a port, e.g. \"127.0.0.1:50051\" or \"0.0.0.0:50051\""),
+            .hint("write an IP address or localhost, and a port: \"127.0.0.1:50051\", \"localhost:50051\", \"[::1]:50051\" or \"0.0.0.0:50051\""),
         );
         SocketAddr::from(([127, 0, 0, 1], 50051))
     });

@@ -38,8 +38,11 @@ pub struct SettingsTree {
     /// Key path (see [`key_id`]) → the layer that set it, when not the settings file: an
     /// environment variable, a credential, the encrypted overlay or the connection store.
     env: HashMap<String, Origin>,
-    /// Lower-cased key paths whose value came from a `${...}` reference.
-    referenced: std::collections::HashSet<String>,
+    /// Key paths (see [`key_id`]) whose value must never be quoted, with how to name it instead:
+    /// values resolved from a `${...}` reference (named by the reference as written), and values
+    /// from the encrypted overlay, a systemd credential or the connection store (named by their
+    /// origin).
+    concealed: HashMap<String, String>,
 }
 
 impl Drop for SettingsTree {
@@ -66,24 +69,37 @@ impl SettingsTree {
         diags: &mut Diagnostics,
     ) -> Option<Self> {
         let abs = absolute(path);
-        let bytes = std::fs::read(&abs);
+        let bytes = crate::fsutil::read_limited(
+            &abs,
+            crate::fsutil::limits::SETTINGS_FILE,
+            "a settings file",
+        );
         hasher.file(&abs, &bytes);
         // The file may hold plain secrets: its text is wiped once parsed.
         let text = match bytes.and_then(|b| {
             String::from_utf8(b).map_err(|e| {
                 let message = e.to_string();
                 e.into_bytes().zeroize();
-                std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+                crate::fsutil::ReadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    message,
+                ))
             })
         }) {
             Ok(t) => Zeroizing::new(t),
             Err(e) => {
-                let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                    "pass --settings FILE, set CONNAGENT_SETTINGS, or run from the folder that holds appsettings.agent.json"
-                } else if e.kind() == std::io::ErrorKind::InvalidData {
-                    "save the file as UTF-8"
-                } else {
-                    "make the file readable by the agent's user"
+                let hint = match (&e, e.io_kind()) {
+                    (_, Some(std::io::ErrorKind::NotFound)) => {
+                        "pass --settings FILE, set CONNAGENT_SETTINGS, or run from the folder that holds appsettings.agent.json"
+                    }
+                    (_, Some(std::io::ErrorKind::InvalidData)) => "save the file as UTF-8",
+                    (crate::fsutil::ReadError::NotRegular { .. }, _) => {
+                        "point --settings (or CONNAGENT_SETTINGS) at the settings file itself, a regular file"
+                    }
+                    (crate::fsutil::ReadError::TooLarge { .. }, _) => {
+                        "check that --settings names the settings file; it holds settings, not data"
+                    }
+                    _ => "make the file readable by the agent's user",
                 };
                 diags.push(
                     Diagnostic::error(
@@ -136,13 +152,12 @@ impl SettingsTree {
         env_names.extend(origins.into_iter().map(|(k, o)| (k, Origin::Source(o))));
         // The environment layer is built here rather than with config::Environment: that source
         // splits keys on '.', which connection identifiers may contain (`HR.People`).
-        merge(&mut root, env_overlay(env));
+        merge(&mut root, env_overlay(env, diags));
         for (name, _) in env.iter().filter(|(k, _)| is_override_var(k)) {
-            let segs: Vec<&str> = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
-                .split(ENV_SEPARATOR)
-                .collect();
-            let key = key_id(&segs);
-            env_names.insert(key, Origin::Env(name.clone()));
+            let segs = override_path(name);
+            if segs.len() <= MAX_SETTING_DEPTH {
+                env_names.insert(key_id(&segs), Origin::Env(name.clone()));
+            }
         }
         // systemd credentials come after the environment: later wins.
         let credentials = env
@@ -159,9 +174,16 @@ impl SettingsTree {
         merge(&mut root, stored);
         env_names.extend(origins.into_iter().map(|(k, o)| (k, Origin::Source(o))));
         let positions = JsonPositions::scan(text);
-        let mut referenced = std::collections::HashSet::new();
+        // Values from the overlay, credentials and the store are never quoted: named by origin.
+        let mut concealed: HashMap<String, String> = env_names
+            .iter()
+            .filter_map(|(k, o)| match o {
+                Origin::Source(what) => Some((k.clone(), what.clone())),
+                _ => None,
+            })
+            .collect();
         let mut refs = References {
-            referenced: &mut referenced,
+            concealed: &mut concealed,
             env,
             credentials: credentials.as_deref(),
             dir: &dir,
@@ -181,7 +203,7 @@ impl SettingsTree {
             root,
             positions,
             env: env_names,
-            referenced,
+            concealed,
         })
     }
 
@@ -193,7 +215,50 @@ impl SettingsTree {
 
     /// Whether the value at `path` was resolved from a `${...}` reference.
     pub fn is_referenced(&self, path: &[&str]) -> bool {
-        self.referenced.contains(&key_id(path))
+        self.concealed
+            .get(&key_id(path))
+            .is_some_and(|label| label.starts_with("${"))
+    }
+
+    /// How to name the value at `path` when it must not be quoted: it (or a part of it) came
+    /// from a reference, the encrypted overlay, a systemd credential or the connection store.
+    pub fn concealment(&self, path: &[&str]) -> Option<&str> {
+        let id = key_id(path);
+        if let Some(label) = self.concealed.get(&id) {
+            return Some(label);
+        }
+        let below = format!("{id}/");
+        self.concealed
+            .iter()
+            .filter(|(k, _)| k.starts_with(&below))
+            .map(|(_, label)| label.as_str())
+            .min()
+    }
+
+    /// The value at `path` as a message may quote it: `"text"`, or, for a concealed value, where
+    /// it came from ("the value of ${file:secrets/pg.pass}").
+    pub fn quote(&self, path: &[&str]) -> String {
+        match self.concealment(path) {
+            Some(label) => concealed_label(label),
+            None => match self.get(path) {
+                Some(Value::String(s)) => format!("{s:?}"),
+                Some(v) => crate::packages::spec::short_json(v),
+                None => "nothing".to_string(),
+            },
+        }
+    }
+
+    /// Every concealed value, to mask in messages as a last line of defence: each is replaced
+    /// by its name ("the value of ${file:secrets/pg.pass}").
+    pub fn concealed_redactor(&self) -> crate::secret::Redactor {
+        let mut r = crate::secret::Redactor::new();
+        for (id, label) in &self.concealed {
+            let segs: Vec<&str> = id.split('/').collect();
+            if let Some(v) = self.get(&segs) {
+                add_json_to_redactor(&mut r, v, &concealed_label(label));
+            }
+        }
+        r
     }
 
     /// The value at `path`, keys compared case-insensitively.
@@ -257,16 +322,50 @@ pub(crate) fn key_id<S: AsRef<str>>(segs: &[S]) -> String {
         .join("/")
 }
 
+/// How a concealed value is named in a message instead of being quoted.
+pub fn concealed_label(label: &str) -> String {
+    format!("the value of {label}")
+}
+
+/// Adds every string (and number) of a JSON value to a redactor, replaced by `label`.
+fn add_json_to_redactor(r: &mut crate::secret::Redactor, v: &Value, label: &str) {
+    match v {
+        Value::String(s) => r.add_labeled(&crate::secret::Secret::new(s.as_str()), label),
+        Value::Number(n) => r.add_labeled(&crate::secret::Secret::new(n.to_string()), label),
+        Value::Array(items) => items.iter().for_each(|i| add_json_to_redactor(r, i, label)),
+        Value::Object(m) => m.values().for_each(|i| add_json_to_redactor(r, i, label)),
+        _ => {}
+    }
+}
+
+/// The deepest a setting may be written: `Connections:<id>:Tables:<n>:Name` is five levels. An
+/// environment variable naming more sections is refused (a tree built from it would only be
+/// walked, merged and wiped, level by level, for nothing).
+pub const MAX_SETTING_DEPTH: usize = 16;
+
+/// The sections of an override variable's name: `CONNAGENT__A__B` is `[A, B]`.
+fn override_path(name: &str) -> Vec<&str> {
+    name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
+        .split(ENV_SEPARATOR)
+        .collect()
+}
+
 /// Why a file holding one value (a credential, a `${file:}` target) could not be used.
 enum ValueFileError {
     NotUtf8,
-    Io(std::io::Error),
+    Io(crate::fsutil::ReadError),
 }
 
 /// A file holding one value, maybe a secret: its text without one final newline, cut in place
-/// rather than copied; bytes that are not UTF-8 text are wiped.
+/// rather than copied; bytes that are not UTF-8 text are wiped. At most
+/// [`crate::fsutil::limits::VALUE_FILE`] bytes, and only a regular file (never a FIFO or a device).
 fn read_value_file(path: &Path) -> Result<String, ValueFileError> {
-    let bytes = std::fs::read(path).map_err(ValueFileError::Io)?;
+    let bytes = crate::fsutil::read_limited(
+        path,
+        crate::fsutil::limits::VALUE_FILE,
+        "a file holding one value",
+    )
+    .map_err(ValueFileError::Io)?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         e.into_bytes().zeroize();
         ValueFileError::NotUtf8
@@ -357,7 +456,7 @@ fn credentials_overlay(
 /// value. The resolved value replaces the reference in memory only; nothing is written back, and
 /// no message ever shows it.
 struct References<'a> {
-    referenced: &'a mut std::collections::HashSet<String>,
+    concealed: &'a mut HashMap<String, String>,
     env: &'a [(String, String)],
     credentials: Option<&'a Path>,
     dir: &'a Path,
@@ -484,8 +583,11 @@ impl References<'_> {
                     }
                 };
                 if let Some(r) = resolved {
+                    // The reference as written names the value from now on.
+                    let label = format!("${{{kind}:{name}}}");
+                    s.zeroize();
                     *s = r;
-                    self.referenced.insert(key_id(path));
+                    self.concealed.insert(key_id(path), label);
                 }
             }
             _ => {}
@@ -493,16 +595,29 @@ impl References<'_> {
     }
 }
 
-/// The `CONNAGENT__A__B=value` variables as a tree `{A: {B: "value"}}`, spelled as written.
-fn env_overlay(env: &[(String, String)]) -> Map<String, Value> {
+/// The `CONNAGENT__A__B=value` variables as a tree `{A: {B: "value"}}`, spelled as written. A
+/// variable naming more than [`MAX_SETTING_DEPTH`] sections is refused.
+fn env_overlay(env: &[(String, String)], diags: &mut Diagnostics) -> Map<String, Value> {
     let mut root = Map::new();
     let mut vars: Vec<&(String, String)> = env.iter().filter(|(k, _)| is_override_var(k)).collect();
     vars.sort();
     for (name, value) in vars {
-        let path: Vec<&str> = name[ENV_PREFIX.len() + ENV_SEPARATOR.len()..]
-            .split(ENV_SEPARATOR)
-            .collect();
+        let path = override_path(name);
         if path.iter().any(|seg| seg.is_empty()) {
+            continue;
+        }
+        if path.len() > MAX_SETTING_DEPTH {
+            let shown: String = name.chars().take(60).collect();
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::Env(format!("{shown}..."))),
+                    format!(
+                        "the variable names {} nested sections; settings are at most {MAX_SETTING_DEPTH} deep",
+                        path.len()
+                    ),
+                )
+                .hint("name a setting as CONNAGENT__Section__Key (for example CONNAGENT__Connections__HRDb__Timeout), or unset the variable"),
+            );
             continue;
         }
         let mut overlay = Map::new();

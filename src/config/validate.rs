@@ -281,15 +281,109 @@ fn check_duplicates<'a>(
     }
 }
 
+/// The stack of the thread that loads a configuration ([`load_isolated`]). Loading walks bounded
+/// trees (XML at most [`super::xml::MAX_DEPTH`] deep, JSON at most serde_json's 128 levels), well
+/// within this; it is large so that no future walk comes near it, and it is only address space
+/// until used.
+pub const LOAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// [`load`] on a thread of its own whose stack the agent sets ([`LOAD_STACK_BYTES`]), whatever
+/// thread calls it (a runtime worker has a small stack); a panic while loading becomes an error
+/// diagnostic instead of taking the caller down. Every load of the CLI and the daemon goes
+/// through here.
+pub fn load_isolated(
+    opts: LoadOptions,
+    registry: std::sync::Arc<Registry>,
+) -> Result<Loaded, Diagnostics> {
+    let settings = opts.settings_path.clone();
+    let failed = |message: String| {
+        let mut d = Diagnostics::default();
+        d.push(
+            Diagnostic::error(Some(Origin::File(Location::file_only(&settings))), message).hint(
+                "this is a defect of the agent: report it with the configuration that caused it",
+            ),
+        );
+        d
+    };
+    let spawned = std::thread::Builder::new()
+        .name("config-load".into())
+        .stack_size(LOAD_STACK_BYTES)
+        .spawn(move || load(&opts, &registry));
+    match spawned {
+        Err(e) => Err(failed(format!(
+            "cannot start the thread that loads the configuration: {e}"
+        ))),
+        Ok(handle) => handle.join().unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(failed(format!(
+                "loading the configuration stopped unexpectedly: {what}"
+            )))
+        }),
+    }
+}
+
 /// Loads and validates everything. `Err` when not even the settings file could be read; otherwise a
-/// snapshot with all the diagnostics (the snapshot is safe to run only without errors).
+/// snapshot with all the diagnostics (the snapshot is safe to run only without errors). No message
+/// quotes a value that came from a reference, the encrypted overlay, a credential or the
+/// connection store: such values are named instead, and, as a last line of defence, masked by
+/// their name wherever a message would still hold one.
 pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnostics> {
     let mut d = Diagnostics::default();
     let mut hasher = super::inputs::InputsHasher::new();
     let Some(tree) = SettingsTree::load(&opts.settings_path, &opts.env, &mut hasher, &mut d) else {
         return Err(d);
     };
+    let net = tree.concealed_redactor();
+    let mut loaded = load_tree(&tree, hasher, d, registry);
+    if !net.is_empty() {
+        for diag in &mut loaded.diagnostics.0 {
+            diag.message = net.redact(&diag.message);
+            diag.hint = diag.hint.as_deref().map(|h| net.redact(h));
+        }
+    }
+    Ok(loaded)
+}
 
+/// The checks of one top-level folder setting: a path that exists and is not a folder is an error
+/// at the setting.
+fn check_folder(tree: &SettingsTree, key: &str, folder: &Path, d: &mut Diagnostics) {
+    if let Ok(meta) = std::fs::metadata(folder)
+        && !meta.is_dir()
+    {
+        d.push(
+            Diagnostic::error(
+                Some(tree.origin(&[key])),
+                format!(
+                    "{key} names {}, which is {}, not a folder",
+                    shown_folder(tree, key, folder),
+                    crate::fsutil::kind_of(meta.file_type())
+                ),
+            )
+            .hint(format!(
+                "set {key} to a folder (it is created when missing), or move the file away"
+            )),
+        );
+    }
+}
+
+/// A folder setting's path as a message may show it (never a concealed value).
+fn shown_folder(tree: &SettingsTree, key: &str, folder: &Path) -> String {
+    match tree.concealment(&[key]) {
+        Some(label) => super::settings::concealed_label(label),
+        None => folder.display().to_string(),
+    }
+}
+
+fn load_tree(
+    tree: &SettingsTree,
+    mut hasher: super::inputs::InputsHasher,
+    mut d: Diagnostics,
+    registry: &Registry,
+) -> Loaded {
     // ---- top-level settings
     let text_setting = |path: &[&str], d: &mut Diagnostics| -> Option<String> {
         match tree.get(path)? {
@@ -318,6 +412,8 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
     let temp_folder = folder("TempFolderPath", "Temp", &mut d);
     let work_folder = folder("WorkFolderPath", "Work", &mut d);
     let xml_folder = folder("XmlConfigurationPath", "xml-config", &mut d);
+    check_folder(tree, "TempFolderPath", &temp_folder, &mut d);
+    check_folder(tree, "WorkFolderPath", &work_folder, &mut d);
     let max_task_batch_size = match tree.get(&["Jobs", "MaxTaskBatchSize"]) {
         None => 5,
         Some(v) => {
@@ -379,18 +475,35 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         }
     }
 
-    let grpc = super::service::grpc_settings(&tree, &mut d);
-    let daemon = super::service::daemon_settings(&tree, &mut d);
-    let control_plane = super::service::control_plane_settings(&tree, &mut d);
+    let grpc = super::service::grpc_settings(tree, &mut d);
+    let daemon = super::service::daemon_settings(tree, &mut d);
+    let control_plane = super::service::control_plane_settings(tree, &mut d);
 
     // ---- XML
     let xml_files = if xml_folder.is_dir() {
         xml::find_xml_files(&xml_folder, &mut d)
     } else {
+        // Reported at the setting (or at the settings file when the default is in use).
+        let kind = std::fs::metadata(&xml_folder)
+            .map(|m| format!("is {}, not a folder", crate::fsutil::kind_of(m.file_type())))
+            .unwrap_or_else(|_| "does not exist".to_string());
+        let written = tree.get(&["XmlConfigurationPath"]).is_some();
         d.push(
             Diagnostic::error(
-                Some(Origin::File(Location::file_only(&xml_folder))),
-                "the XML configuration folder does not exist",
+                Some(if written {
+                    tree.origin(&["XmlConfigurationPath"])
+                } else {
+                    Origin::File(Location::new(&tree.path, 1, 1))
+                }),
+                format!(
+                    "the XML configuration folder {kind}: {}{}",
+                    shown_folder(tree, "XmlConfigurationPath", &xml_folder),
+                    if written {
+                        ""
+                    } else {
+                        " (XmlConfigurationPath is not set: this is its default, next to the settings file)"
+                    }
+                ),
             )
             .hint(format!(
                 "set XmlConfigurationPath in {} to the folder that holds the *.xml configuration",
@@ -854,7 +967,7 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
             }
             (Some(_), None) => SettingsState::Invalid,
             (Some((key, value)), Some(package)) => {
-                match build_settings(&tree, key, value, package.info().settings, &mut d) {
+                match build_settings(tree, key, value, package.info().settings, &mut d) {
                     Some(settings) => {
                         let mut ok = true;
                         for p in package.check(&settings) {
@@ -1041,11 +1154,11 @@ pub fn load(opts: &LoadOptions, registry: &Registry) -> Result<Loaded, Diagnosti
         jobs: jobs.into_iter().map(|(j, _)| j).collect(),
         skipped,
     };
-    Ok(Loaded {
+    Loaded {
         snapshot,
         diagnostics: d,
         inputs_hash: hasher.finish(),
-    })
+    }
 }
 
 /// Counts children that the agent does not read, as `Parent/Child`, for `validate`'s summary.
@@ -1253,6 +1366,7 @@ fn build_settings(
     };
     let mut ok = true;
     let mut values = Vec::new();
+    let mut concealed: Vec<(&'static str, String)> = Vec::new();
     for (name, raw) in obj {
         let origin = tree.origin(&["Connections", key, name]);
         let Some(s) = spec.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
@@ -1271,12 +1385,20 @@ fn build_settings(
         if raw.is_null() || raw.as_str().is_some_and(|v| v.is_empty()) {
             continue;
         }
+        let concealment = tree.concealment(&["Connections", key, name]);
+        if let Some(label) = concealment {
+            concealed.push((s.name, label.to_string()));
+        }
         match coerce(s, raw) {
             Ok(v) => {
                 plain_secret_warning(tree, key, s, raw, &origin, d);
                 values.push((s.name, v));
             }
             Err(e) => {
+                let e = match concealment {
+                    Some(label) => e.concealed(label),
+                    None => e,
+                };
                 ok = false;
                 d.push(
                     Diagnostic::error(Some(origin), format!("Connections:{key}:{}: {e}", s.name))
@@ -1304,7 +1426,13 @@ fn build_settings(
         }
     }
     // Rejected values are dropped here, structured ones wiped (SettingValue's Drop).
-    ok.then(|| Settings::new(spec, values, &tree.dir))
+    ok.then(|| {
+        let mut settings = Settings::new(spec, values, &tree.dir);
+        for (name, label) in concealed {
+            settings.conceal(name, label);
+        }
+        settings
+    })
 }
 
 /// `Some(reason)` when `path` (after resolving `..` and symbolic links) is outside every root.

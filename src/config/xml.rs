@@ -10,6 +10,12 @@ use std::path::{Path, PathBuf};
 /// The root element every configuration file must have (in any namespace or none).
 pub const ROOT_ELEMENT: &str = "ConfigurationFile";
 
+/// How deep elements may be nested in a configuration file. The agent's own elements are at most
+/// three deep (`ConfigurationFile/Connection/Transformation`); other products' elements a few
+/// more. Deeper files are refused at the first element past the limit, before anything walks the
+/// tree (a walk of 50,000 levels would overflow a thread's stack).
+pub const MAX_DEPTH: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct RawAttr {
     pub name: String,
@@ -66,6 +72,8 @@ pub fn find_xml_files(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
+            // (A *.xml that is not a regular file, a FIFO say, is listed: reading it refuses it
+            // with its path, without blocking.)
             if meta.is_dir() {
                 stack.push(path);
             } else if path
@@ -80,21 +88,42 @@ pub fn find_xml_files(root: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
     files
 }
 
+/// Reads one XML file: a regular file of at most [`crate::fsutil::limits::XML_FILE`] bytes.
+pub fn read_xml(path: &Path) -> Result<Vec<u8>, crate::fsutil::ReadError> {
+    crate::fsutil::read_limited(
+        path,
+        crate::fsutil::limits::XML_FILE,
+        "an XML configuration file",
+    )
+}
+
 /// Parses one file. Problems go to `diags`; a file that cannot be parsed yields no elements.
 pub fn parse_file(
     path: &Path,
     hasher: &mut super::inputs::InputsHasher,
     diags: &mut Diagnostics,
 ) -> Vec<RawElement> {
-    let read = std::fs::read(path);
+    let read = read_xml(path);
     hasher.file(path, &read);
     let bytes = match read {
         Ok(b) => b,
         Err(e) => {
-            diags.push(Diagnostic::error(
-                Some(Origin::File(Location::file_only(path))),
-                format!("cannot read file: {e}"),
-            ));
+            let hint = match e {
+                crate::fsutil::ReadError::NotRegular { .. } => {
+                    "only regular *.xml files belong in the XML configuration folder: remove it or rename it"
+                }
+                crate::fsutil::ReadError::TooLarge { .. } => {
+                    "split the configuration into several files, or remove what the agent does not need"
+                }
+                crate::fsutil::ReadError::Io(_) => "make the file readable by the agent's user",
+            };
+            diags.push(
+                Diagnostic::error(
+                    Some(Origin::File(Location::file_only(path))),
+                    format!("cannot read the XML configuration file: {e}"),
+                )
+                .hint(hint),
+            );
             return Vec::new();
         }
     };
@@ -160,6 +189,20 @@ pub fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<RawEl
         }
     };
     let root = doc.root_element();
+    if let Some(node) = too_deep(root) {
+        let pos = doc.text_pos_at(node.range().start);
+        diags.push(
+            Diagnostic::error(
+                Some(Origin::File(Location::new(path, pos.row, pos.col))),
+                format!(
+                    "elements are nested more than {MAX_DEPTH} levels deep here (<{}>); the file is refused",
+                    node.tag_name().name()
+                ),
+            )
+            .hint("remove or flatten the nested elements; configuration files never need this depth"),
+        );
+        return Vec::new();
+    }
     if root.tag_name().name() != ROOT_ELEMENT {
         let pos = doc.text_pos_at(root.range().start);
         diags.push(
@@ -182,6 +225,24 @@ pub fn parse_text(path: &Path, text: &str, diags: &mut Diagnostics) -> Vec<RawEl
         .collect()
 }
 
+/// The first element nested deeper than [`MAX_DEPTH`], found without recursion: a walk in
+/// document order keeping the chain of open ancestors.
+fn too_deep<'a, 'i>(root: roxmltree::Node<'a, 'i>) -> Option<roxmltree::Node<'a, 'i>> {
+    let mut open: Vec<roxmltree::NodeId> = Vec::new();
+    for n in root.descendants().filter(|n| n.is_element()) {
+        let parent = n.parent().map(|p| p.id());
+        while open.last().is_some_and(|top| Some(*top) != parent) {
+            open.pop();
+        }
+        open.push(n.id());
+        if open.len() > MAX_DEPTH {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Converts an element and its children; the depth was bounded by [`too_deep`] before.
 fn convert(doc: &roxmltree::Document, path: &Path, node: roxmltree::Node) -> RawElement {
     let pos = doc.text_pos_at(node.range().start);
     let attrs = node
@@ -226,6 +287,33 @@ mod tests {
             .attr("Identifier")
             .map(|a| (a.loc.line, a.loc.column));
         assert_eq!(a, Some((3, 14)));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_its_place_without_recursion() {
+        let mut d = Diagnostics::default();
+        let depth = 200_000;
+        let xml = format!(
+            "<ConfigurationFile>\n{}{}</ConfigurationFile>",
+            "<X>".repeat(depth),
+            "</X>".repeat(depth)
+        );
+        let els = parse_text(Path::new("a.xml"), &xml, &mut d);
+        assert!(els.is_empty());
+        let shown = d.0[0].to_string();
+        assert!(
+            shown.starts_with("a.xml:2:190: error: elements are nested more than 64 levels"),
+            "{shown}"
+        );
+        // At the limit, fine.
+        let mut d = Diagnostics::default();
+        let ok = format!(
+            "<ConfigurationFile>{}{}</ConfigurationFile>",
+            "<X>".repeat(MAX_DEPTH - 1),
+            "</X>".repeat(MAX_DEPTH - 1)
+        );
+        assert_eq!(parse_text(Path::new("a.xml"), &ok, &mut d).len(), 1);
+        assert!(!d.has_errors(), "{d:?}");
     }
 
     #[test]

@@ -952,7 +952,8 @@ impl AgentServiceImpl {
             .map_err(|e| Status::internal(format!("cannot read {wanted}: {e}")))?;
         if !meta.file_type().is_file() {
             return Err(Status::failed_precondition(format!(
-                "{wanted} is not a regular file (symbolic links are not served)"
+                "{wanted} is {}, not a regular file; only published connection tables are served",
+                crate::fsutil::kind_of(meta.file_type())
             )));
         }
         let mut f = std::fs::File::open(&path)

@@ -123,7 +123,14 @@ impl ControlPlaneClient {
     }
 
     fn read_file(path: &Path) -> Result<Vec<u8>, ClientError> {
-        std::fs::read(path).map_err(|e| ClientError::Read(path.display().to_string(), e))
+        crate::fsutil::read_limited(path, crate::fsutil::limits::PEM_FILE, "a PEM file").map_err(
+            |e| {
+                ClientError::Read(
+                    path.display().to_string(),
+                    std::io::Error::other(e.to_string()),
+                )
+            },
+        )
     }
 
     /// The channel to the control plane (connected lazily, reconnected as needed).

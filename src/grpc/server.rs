@@ -43,9 +43,11 @@ pub fn check_security(g: &GrpcSettings) -> Result<(), ServeError> {
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|source| ServeError::Read {
-        path: path.display().to_string(),
-        source,
+    crate::fsutil::read_limited(path, crate::fsutil::limits::PEM_FILE, "a PEM file").map_err(|e| {
+        ServeError::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        }
     })
 }
 

@@ -107,7 +107,8 @@ fn separator(settings: &Settings) -> Result<u8, Problem> {
         _ => Err(Problem::new(
             Some("Separator"),
             format!(
-                "Separator must be one ASCII character other than a quote or a line break, not {s:?}"
+                "Separator must be one ASCII character other than a quote or a line break, not {}",
+                settings.quote("Separator")
             ),
             "use for example \",\", \";\", \"|\" or \"\\t\"",
         )),
@@ -138,9 +139,9 @@ fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBu
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+    let re = file_name_regex(&pattern).map_err(|e| {
         PackageError::config(format!(
-            "{setting}: the file name is not a valid regular expression: {e}"
+            "{setting}: the file name is not a usable regular expression: {e}"
         ))
     })?;
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -173,6 +174,56 @@ fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBu
     })
 }
 
+/// The longest file-name pattern accepted: file names are at most 255 bytes, so a pattern far
+/// longer than that is a mistake (and compiling a huge one costs memory and time).
+pub const MAX_FILE_NAME_PATTERN: usize = 4096;
+
+/// A file-name regular expression, anchored at both ends, with bounded size: the pattern at most
+/// [`MAX_FILE_NAME_PATTERN`] bytes, its compiled form at most 1 MiB, at most 64 nested groups.
+/// The error is one line (regex's own span several, with a caret diagram).
+pub fn file_name_regex(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.len() > MAX_FILE_NAME_PATTERN {
+        return Err(format!(
+            "it is {} bytes long; file-name patterns are limited to {MAX_FILE_NAME_PATTERN} bytes",
+            pattern.len()
+        ));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| one_line_regex_error(&e))
+}
+
+/// A regex error on one line: "unclosed group (at character 5)" instead of the multi-line
+/// report with the pattern and a caret under the error.
+pub fn one_line_regex_error(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let message = lines
+                .iter()
+                .find_map(|l| l.trim().strip_prefix("error: "))
+                .unwrap_or("not a regular expression");
+            // The caret line sits under the pattern line; its first caret is the position
+            // (counted in the anchored pattern `^(?:...)$`, so 4 characters come first).
+            let at = lines
+                .iter()
+                .find(|l| l.trim_start().starts_with('^') && l.trim().chars().all(|c| c == '^'))
+                .and_then(|l| l.find('^'))
+                .map(|col| col.saturating_sub(4) + 1);
+            match at {
+                Some(col) => format!("{message} (at character {col})"),
+                None => message.to_string(),
+            }
+        }
+        regex::Error::CompiledTooBig(limit) => {
+            format!("it compiles to more than {limit} bytes; write a simpler pattern")
+        }
+        other => other.to_string().replace('\n', " "),
+    }
+}
+
 fn trim<'a>(mut s: &'a str, trims: &[String]) -> &'a str {
     for t in trims.iter().filter(|t| !t.is_empty()) {
         while let Some(rest) = s.strip_prefix(t.as_str()) {
@@ -190,20 +241,152 @@ struct Input {
     file: PathBuf,
     /// (index in the input record, header name)
     columns: Vec<(usize, String)>,
+    /// How many fields the header line has (columns without a name included).
+    header_fields: usize,
+    /// The header's line in the file (after NumberOfLinesToSkip).
+    header_line: u64,
     reader: csv::Reader<Box<dyn Read + Send>>,
+}
+
+/// Where the reader is in the CSV grammar the `csv` crate reads (RFC 4180 quoting, a quote that
+/// is not at the start of a field taken literally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the end of the field, or the first of a doubled quote.
+    QuoteInQuoted,
+}
+
+/// Watches the decoded text on its way to the CSV reader for what the reader would accept
+/// silently: a quoted field still open at the end of the file (a truncated or corrupt file whose
+/// last rows would vanish into one field) and NUL bytes (binary data, or UTF-16 read as UTF-8).
+/// Either fails the read with the line to look at.
+struct InputGuard<R> {
+    inner: R,
+    separator: u8,
+    state: Lex,
+    /// Line breaks seen so far (the current line is `lines + 1`).
+    lines: u64,
+    /// The line where the open quoted field started.
+    quote_line: u64,
+    /// A NUL byte is next: every further read fails.
+    at_nul: bool,
+}
+
+impl<R> InputGuard<R> {
+    fn new(inner: R, separator: u8, first_line: u64) -> Self {
+        InputGuard {
+            inner,
+            separator,
+            state: Lex::FieldStart,
+            lines: first_line.saturating_sub(1),
+            quote_line: 0,
+            at_nul: false,
+        }
+    }
+
+    fn scan(&mut self, mut buf: &[u8]) {
+        let sep = self.separator;
+        while let Some(&b) = buf.first() {
+            match self.state {
+                Lex::FieldStart | Lex::QuoteInQuoted => {
+                    let quoted_before = self.state == Lex::QuoteInQuoted;
+                    self.state = if b == b'"' {
+                        if !quoted_before {
+                            self.quote_line = self.lines + 1;
+                        }
+                        Lex::Quoted
+                    } else if b == sep || b == b'\r' {
+                        Lex::FieldStart
+                    } else if b == b'\n' {
+                        self.lines += 1;
+                        Lex::FieldStart
+                    } else {
+                        Lex::Unquoted
+                    };
+                    buf = &buf[1..];
+                }
+                Lex::Unquoted => match memchr::memchr3(sep, b'\n', b'\r', buf) {
+                    Some(i) => {
+                        if buf[i] == b'\n' {
+                            self.lines += 1;
+                        }
+                        self.state = Lex::FieldStart;
+                        buf = &buf[i + 1..];
+                    }
+                    None => return,
+                },
+                Lex::Quoted => match memchr::memchr(b'"', buf) {
+                    Some(i) => {
+                        self.lines += memchr::memchr_iter(b'\n', &buf[..i]).count() as u64;
+                        self.state = Lex::QuoteInQuoted;
+                        buf = &buf[i + 1..];
+                    }
+                    None => {
+                        self.lines += memchr::memchr_iter(b'\n', buf).count() as u64;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for InputGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.at_nul {
+            let n = self.inner.read(buf)?;
+            let data = &buf[..n];
+            match memchr::memchr(0, data) {
+                None => {
+                    if n == 0 && !buf.is_empty() && self.state == Lex::Quoted {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "the quoted field that starts on line {} is not closed at the end of the file: the file is truncated or a quote is missing; nothing is exported from it",
+                                self.quote_line
+                            ),
+                        ));
+                    }
+                    self.scan(data);
+                    return Ok(n);
+                }
+                Some(at) => {
+                    // What comes before the NUL is handed over first, so that the rows before
+                    // it are read and the error comes where the reader meets it.
+                    self.at_nul = true;
+                    if at > 0 {
+                        self.scan(&buf[..at]);
+                        return Ok(at);
+                    }
+                }
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "line {} holds a NUL byte: the file is binary, or UTF-16 read as another encoding (set Encoding, e.g. UTF-16LE)",
+                self.lines + 1
+            ),
+        ))
+    }
 }
 
 fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError> {
     let sep = separator(settings).map_err(|p| PackageError::config(p.message))?;
     let enc_name = settings.text("Encoding").unwrap_or("UTF-8");
-    let enc = encoding_for(enc_name)
-        .ok_or_else(|| PackageError::config(format!("unknown Encoding {enc_name:?}")))?;
+    let enc = encoding_for(enc_name).ok_or_else(|| {
+        PackageError::config(format!("unknown Encoding {}", settings.quote("Encoding")))
+    })?;
     let f = std::fs::File::open(&file)
         .map_err(|e| PackageError::source(format!("cannot open {}: {e}", file.display())))?;
     // Decodes to UTF-8 as it reads; a byte-order mark overrides the configured encoding.
     let decoded = super::decode::StrictDecoder::new(f, enc);
     let mut buffered = BufReader::with_capacity(64 * 1024, decoded);
     let skip = settings.integer("NumberOfLinesToSkip").unwrap_or(0).max(0);
+    let first_line = u64::try_from(skip).unwrap_or(0) + 1;
     let mut line = Vec::new();
     for n in 0..skip {
         line.clear();
@@ -217,7 +400,7 @@ fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError>
             )));
         }
     }
-    let boxed: Box<dyn Read + Send> = Box::new(buffered);
+    let boxed: Box<dyn Read + Send> = Box::new(InputGuard::new(buffered, sep, first_line));
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sep)
         .has_headers(true)
@@ -233,6 +416,7 @@ fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError>
         })?
         .clone();
     let trims = settings.list("ValuesToTrim");
+    let header_fields = headers.len();
     let mut columns: Vec<(usize, String)> = Vec::new();
     for (i, h) in headers.iter().enumerate() {
         let h = trim(h.trim_start_matches('\u{feff}'), trims).trim();
@@ -259,6 +443,8 @@ fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError>
     Ok(Input {
         file,
         columns,
+        header_fields,
+        header_line: first_line,
         reader,
     })
 }
@@ -309,7 +495,7 @@ impl Package for CsvPackage {
         {
             problems.push(Problem::new(
                 Some("Encoding"),
-                format!("unknown Encoding {e:?}"),
+                format!("unknown Encoding {}", settings.quote("Encoding")),
                 "use UTF-8, UTF-16LE, UTF-16BE, Windows-1252 or ISO-8859-1 (WHATWG encoding labels are accepted)",
             ));
         }
@@ -332,14 +518,23 @@ impl Package for CsvPackage {
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if let Err(e) = regex::Regex::new(&name) {
+                if let Err(e) = file_name_regex(&name) {
                     problems.push(Problem::new(
                         Some(if setting == "Path" {
                             "Path"
                         } else {
                             "PathIncremental"
                         }),
-                        format!("the file name {name:?} is not a valid regular expression: {e}"),
+                        if settings.is_concealed(setting) {
+                            format!(
+                                "the file name in {} is not a usable regular expression: {e}",
+                                settings.quote(setting)
+                            )
+                        } else {
+                            format!(
+                                "the file name {name:?} is not a usable regular expression: {e}"
+                            )
+                        },
                         "fix the regular expression, or set IsFileNameRegex to false",
                     ));
                 }
@@ -465,6 +660,27 @@ impl Package for CsvPackage {
                     Err(e) => {
                         return Err(PackageError::source(format!("{}: {e}", input.file.display())));
                     }
+                }
+                // A row must have the header's fields: more means a value holding the separator
+                // without quotes (the columns shift), fewer a cut line; either would export wrong
+                // data without a word.
+                if record.len() != input.header_fields {
+                    // The reader counts from the header line.
+                    let line = record
+                        .position()
+                        .map_or(0, |p| p.line() + input.header_line - 1);
+                    return Err(PackageError::source(format!(
+                        "{}: line {line} has {} field{} but the header line has {}: {}; nothing is exported from this file",
+                        input.file.display(),
+                        record.len(),
+                        if record.len() == 1 { "" } else { "s" },
+                        input.header_fields,
+                        if record.len() > input.header_fields {
+                            "a value holding the separator must be quoted"
+                        } else {
+                            "the line is cut short, or a separator is missing"
+                        }
+                    )));
                 }
                 let row = input
                     .columns

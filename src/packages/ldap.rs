@@ -1739,6 +1739,9 @@ fn call_failure(server: &str, doing: &str, e: LdapError, cfg: &Config) -> Packag
             result.rc,
             diagnostic(&result)
         )),
+        e if connection_lost(&e) => PackageError::source(format!(
+            "{server}: the server closed the connection while {doing}"
+        )),
         other => PackageError::source(format!("{server}: {doing} failed: {other}")),
     }
 }
@@ -2097,7 +2100,7 @@ impl PagedSearch {
             ),
         )
         .await?
-        .map_err(|e| read_failure(session, cfg, table, e))?;
+        .map_err(|e| read_failure(session, cfg, table, e, self.count))?;
         self.stream = Some(stream);
         self.pages += 1;
         self.page_entries = 0;
@@ -2116,9 +2119,10 @@ impl PagedSearch {
             let Some(stream) = self.stream.as_mut() else {
                 return Ok(None);
             };
+            let count = self.count;
             let item = cancellable(cancel, stream.next())
                 .await?
-                .map_err(|e| read_failure(session, cfg, table, e))?;
+                .map_err(|e| read_failure(session, cfg, table, e, count))?;
             if let Some(re) = item {
                 self.count += 1;
                 self.page_entries += 1;
@@ -2228,13 +2232,40 @@ fn paged_cookie(res: &LdapResult) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-/// An error while starting or reading the search of a table.
+/// Whether an LDAP error means the connection is gone (the server closed it, or it broke):
+/// ldap3 then reports only that its internal channel closed.
+fn connection_lost(e: &LdapError) -> bool {
+    matches!(
+        e,
+        LdapError::OpSend { .. }
+            | LdapError::ResultRecv { .. }
+            | LdapError::IdScrubSend { .. }
+            | LdapError::MiscSend { .. }
+            | LdapError::EndOfStream
+            | LdapError::Io { .. }
+    )
+}
+
+/// An error while starting or reading the search of a table; `count` entries of it were read.
 fn read_failure(
     session: &Session,
     cfg: &Config,
     table: &TableConfig,
     e: LdapError,
+    count: u64,
 ) -> PackageError {
+    if connection_lost(&e) {
+        let detail = match &e {
+            LdapError::Io { source } => format!(" ({source})"),
+            _ => String::new(),
+        };
+        return PackageError::source(format!(
+            "{}: the server closed the connection{detail} while table {} was read, after {count} entr{}; check the server's log (a restart, an idle or size limit, a dropped connection)",
+            session.server,
+            table.name,
+            if count == 1 { "y" } else { "ies" }
+        ));
+    }
     match e {
         LdapError::FilterParsing => PackageError::config(format!(
             "table {}: Filter {} is not a valid LDAP filter",
@@ -2627,7 +2658,7 @@ async fn probe_table(
         ),
     )
     .await?
-    .map_err(|e| read_failure(session, cfg, table, e))?;
+    .map_err(|e| read_failure(session, cfg, table, e, 0))?;
     let (entries, res) = (result.0, result.1);
     match res.rc {
         // 4: more than the one entry asked for.

@@ -40,6 +40,7 @@ const SETTINGS: &[SettingSpec] = &[
     sql::SQL_FILE,
     sql::TABLES,
     sql::TIMEOUT,
+    sql::READ_TIMEOUT,
     sql::CONNECTION_STRING_OPTIONS,
     sql::CSV_ENCODING,
     SettingSpec {
@@ -109,7 +110,13 @@ struct Target {
     config: tokio_postgres::Config,
     ssl: SslMode,
     shown: String,
+    /// The whole connection (TCP, TLS, start-up and login) must be made within this.
+    connect_timeout: Duration,
 }
+
+/// The server enforces `Timeout` itself (statement_timeout); the agent gives it this much more
+/// before it stops waiting, so that the server's own message normally comes first.
+const SERVER_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
 fn target(settings: &Settings) -> Result<Target, Problem> {
     let hint = "write ConnectionString as postgresql://user:password@host:5432/database";
@@ -181,18 +188,21 @@ fn target(settings: &Settings) -> Result<Target, Problem> {
         },
     };
     config.ssl_mode(ssl);
-    if let Some(t) = cs.plain(&["connect_timeout", "timeout", "connect timeout"]) {
-        let secs = t.trim().parse::<u64>().map_err(|_| {
-            Problem::new(
-                Some("ConnectionString"),
-                format!("connect_timeout {t:?} is not a number of seconds"),
-                hint,
-            )
-        })?;
-        config.connect_timeout(Duration::from_secs(secs));
-    } else {
-        config.connect_timeout(Duration::from_secs(30));
-    }
+    let connect_timeout = match cs.plain(&["connect_timeout", "timeout", "connect timeout"]) {
+        Some(t) => {
+            let secs = t.trim().parse::<u64>().map_err(|_| {
+                Problem::new(
+                    Some("ConnectionString"),
+                    format!("connect_timeout {t:?} is not a number of seconds"),
+                    hint,
+                )
+            })?;
+            // 0 means "no limit" to libpq; the agent still bounds the connection (a day).
+            Duration::from_secs(if secs == 0 { 86_400 } else { secs })
+        }
+        None => Duration::from_secs(30),
+    };
+    config.connect_timeout(connect_timeout);
     config.application_name(
         cs.plain(&["application_name", "application name"])
             .unwrap_or("connagent"),
@@ -201,6 +211,7 @@ fn target(settings: &Settings) -> Result<Target, Problem> {
         config,
         ssl,
         shown: format!("{user}@{host}:{port}/{db}"),
+        connect_timeout,
     })
 }
 
@@ -208,9 +219,9 @@ fn tls(settings: &Settings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, 
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = settings.path("CaFile") {
-        let f = std::fs::File::open(&ca)
+        let pem = crate::fsutil::read_limited(&ca, crate::fsutil::limits::PEM_FILE, "a PEM file")
             .map_err(|e| PackageError::config(format!("CaFile {}: {e}", ca.display())))?;
-        for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(f)) {
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert =
                 cert.map_err(|e| PackageError::config(format!("CaFile {}: {e}", ca.display())))?;
             roots
@@ -264,7 +275,53 @@ fn pg_error(
     PackageError::source(format!("{what}: {e}"))
 }
 
-async fn connect(conn: &ConnectionRef) -> Result<tokio_postgres::Client, PackageError> {
+/// An open session: the client, and what the connection's own task saw when the connection
+/// ended (a server that ends a session sends its reason, such as "terminating connection due to
+/// administrator command", to the connection, not to the request that then fails).
+struct Session {
+    client: tokio_postgres::Client,
+    ended: tokio::sync::watch::Receiver<Option<String>>,
+    what: String,
+}
+
+impl Session {
+    /// A failed request, classified; when the connection is gone, with the server's reason.
+    async fn error(
+        &self,
+        e: &tokio_postgres::Error,
+        what: &str,
+        timeout: Option<i64>,
+        prepare: bool,
+    ) -> PackageError {
+        if e.as_db_error().is_some() || !e.is_closed() {
+            return pg_error(e, what, timeout, prepare);
+        }
+        // The connection's task records why it ended; give it a moment to do so.
+        let mut ended = self.ended.clone();
+        let reason =
+            tokio::time::timeout(Duration::from_millis(500), ended.wait_for(Option::is_some))
+                .await
+                .ok()
+                .and_then(|r| r.ok().and_then(|v| v.clone()));
+        PackageError::source(match reason {
+            Some(r) => format!("{what}: the server closed the connection: {r}"),
+            None => format!(
+                "{what}: the connection to {} was closed without a reason from the server (the server stopped, or the network cut it)",
+                self.what
+            ),
+        })
+    }
+}
+
+/// Why a connection ended, as its task saw it: the server's message and code when it sent one.
+fn end_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+async fn connect(conn: &ConnectionRef) -> Result<Session, PackageError> {
     let t = target(&conn.settings).map_err(|p| PackageError::config(p.message))?;
     let what = format!("PostgreSQL {}", t.shown);
     let reach = |e: tokio_postgres::Error| {
@@ -274,41 +331,72 @@ async fn connect(conn: &ConnectionRef) -> Result<tokio_postgres::Client, Package
             PackageError::source(format!("cannot reach {what}: {e}"))
         }
     };
+    let (tx, ended) = tokio::sync::watch::channel(None);
+    let watch_end = |tx: tokio::sync::watch::Sender<Option<String>>| {
+        move |r: Result<(), tokio_postgres::Error>| {
+            let reason = match r {
+                Ok(()) => "the connection ended".to_string(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+                    end_reason(&e)
+                }
+            };
+            let _ = tx.send(Some(reason));
+        }
+    };
+    // TCP, TLS, start-up and login as a whole within connect_timeout: a server that accepts
+    // the connection and then says nothing (stopped, overloaded) is not waited for forever.
+    let timed_out = || {
+        PackageError::source(format!(
+            "cannot reach {what}: no answer within the connect timeout of {} s (connect_timeout in ConnectionString); the server may be stopped, or the network cut",
+            t.connect_timeout.as_secs()
+        ))
+    };
     let client = if t.ssl == SslMode::Disable {
-        let (client, connection) = t
-            .config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(reach)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
-            }
-        });
+        let (client, connection) =
+            tokio::time::timeout(t.connect_timeout, t.config.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(reach)?;
+        let done = watch_end(tx);
+        tokio::spawn(async move { done(connection.await) });
         client
     } else {
-        let (client, connection) = t
-            .config
-            .connect(tls(&conn.settings)?)
+        let tls = tls(&conn.settings)?;
+        let (client, connection) = tokio::time::timeout(t.connect_timeout, t.config.connect(tls))
             .await
+            .map_err(|_| timed_out())?
             .map_err(reach)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
-            }
-        });
+        let done = watch_end(tx);
+        tokio::spawn(async move { done(connection.await) });
         client
     };
-    Ok(client)
+    Ok(Session {
+        client,
+        ended,
+        what,
+    })
 }
 
 /// What decoding needs from the session: money's fraction digits under its `lc_monetary`, read
 /// as the scale of `1::money` cast to numeric.
-async fn session_facts(client: &tokio_postgres::Client) -> Result<pgtypes::Session, PackageError> {
-    let row = client
-        .query_one("SELECT scale((1::money)::numeric)", &[])
-        .await
-        .map_err(|e| pg_error(&e, "reading the session's money format", None, false))?;
+async fn session_facts(
+    session: &Session,
+    bounds: &sql::QueryBounds,
+) -> Result<pgtypes::Session, PackageError> {
+    let what = "reading the session's money format";
+    let row = match bounds
+        .read(
+            what,
+            session
+                .client
+                .query_one("SELECT scale((1::money)::numeric)", &[]),
+        )
+        .await?
+    {
+        Ok(r) => r,
+        Err(e) => return Err(session.error(&e, what, None, false).await),
+    };
     let digits: i32 = row
         .try_get(0)
         .map_err(|e| PackageError::source(format!("reading the session's money format: {e}")))?;
@@ -370,20 +458,27 @@ impl Package for PostgresPackage {
     }
 
     async fn test(&self, conn: &ConnectionRef) -> Result<TestReport, PackageError> {
-        let client = connect(conn).await?;
+        let session = connect(conn).await?;
+        let bounds = sql::QueryBounds::new(&conn.settings, SERVER_TIMEOUT_GRACE);
         let shown = target(&conn.settings).map(|t| t.shown).unwrap_or_default();
-        let version: String = client
-            .query_one("SELECT version()", &[])
-            .await
-            .map_err(|e| pg_error(&e, "SELECT version()", None, false))?
-            .try_get(0)
-            .map_err(|e| PackageError::source(e.to_string()))?;
+        let what = "SELECT version()";
+        let version: String = match bounds
+            .read(what, session.client.query_one(what, &[]))
+            .await?
+        {
+            Ok(row) => row
+                .try_get(0)
+                .map_err(|e| PackageError::source(e.to_string()))?,
+            Err(e) => return Err(session.error(&e, what, None, false).await),
+        };
         let mut checks = vec![format!("connected to {shown}: {version}")];
         for q in sql::table_queries(&conn.settings)? {
-            client
-                .prepare(&statement_sql(&q))
-                .await
-                .map_err(|e| pg_error(&e, &q.describe(), None, true))?;
+            if let Err(e) = bounds
+                .read(&q.describe(), session.client.prepare(&statement_sql(&q)))
+                .await?
+            {
+                return Err(session.error(&e, &q.describe(), None, true).await);
+            }
             checks.push(format!(
                 "{}: {} compiles",
                 sql::table_name(conn.identifier.as_str(), &q),
@@ -394,12 +489,17 @@ impl Package for PostgresPackage {
     }
 
     async fn discover(&self, conn: &ConnectionRef) -> Result<Schema, PackageError> {
-        let client = connect(conn).await?;
+        let session = connect(conn).await?;
+        let bounds = sql::QueryBounds::new(&conn.settings, SERVER_TIMEOUT_GRACE);
         let id = conn.identifier.as_str();
-        let rows = client
-            .query(CATALOG, &[])
-            .await
-            .map_err(|e| pg_error(&e, "reading the catalog", None, false))?;
+        let what = "reading the catalog";
+        let rows = match bounds
+            .read(what, session.client.query(CATALOG, &[]))
+            .await?
+        {
+            Ok(r) => r,
+            Err(e) => return Err(session.error(&e, what, None, false).await),
+        };
         let schemas = conn.settings.list("SchemaFilter");
         let tables = conn.settings.list("TableFilter");
         let mut catalog: Vec<SchemaTable> = Vec::new();
@@ -454,10 +554,13 @@ impl Package for PostgresPackage {
         }
         let mut out = Vec::new();
         for q in sql::table_queries(&conn.settings)? {
-            let stmt = client
-                .prepare(&statement_sql(&q))
-                .await
-                .map_err(|e| pg_error(&e, &q.describe(), None, true))?;
+            let stmt = match bounds
+                .read(&q.describe(), session.client.prepare(&statement_sql(&q)))
+                .await?
+            {
+                Ok(s) => s,
+                Err(e) => return Err(session.error(&e, &q.describe(), None, true).await),
+            };
             let table_keys = match &q.source {
                 QuerySource::Table(t) => {
                     let (nsp, rel) = t
@@ -510,77 +613,131 @@ impl Package for PostgresPackage {
     ) -> Result<ExportOutcome, PackageError> {
         let queries = sql::table_queries(&conn.settings)?;
         let timeout = conn.settings.integer("Timeout").filter(|t| *t > 0);
-        let client = connect(conn).await?;
-        let iso = match conn
-            .settings
-            .text("IsolationLevel")
-            .unwrap_or("RepeatableRead")
-        {
-            "ReadCommitted" => "READ COMMITTED",
-            "Serializable" => "SERIALIZABLE",
-            _ => "REPEATABLE READ",
-        };
-        // One read-only transaction: every table of this export sees the same snapshot.
-        client
-            .batch_execute(&format!("BEGIN ISOLATION LEVEL {iso} READ ONLY"))
-            .await
-            .map_err(|e| pg_error(&e, "starting the export transaction", None, false))?;
-        if let Some(t) = timeout {
-            client
-                .batch_execute(&format!(
-                    "SET LOCAL statement_timeout = {}",
-                    t.saturating_mul(1000)
-                ))
-                .await
-                .map_err(|e| pg_error(&e, "setting the Timeout", None, false))?;
+        let bounds = sql::QueryBounds::new(&conn.settings, SERVER_TIMEOUT_GRACE);
+        // A cancel ends the export at once, whatever the server is doing (or not doing).
+        tokio::select! {
+            r = export_queries(conn, &queries, timeout, &bounds, sink) => r,
+            _ = conn.cancel.cancelled() => Err(PackageError::cancelled()),
         }
-        let session = session_facts(&client).await?;
-        for q in &queries {
-            let sql_text = statement_sql(q);
-            let stmt = client
-                .prepare(&sql_text)
-                .await
-                .map_err(|e| pg_error(&e, &q.describe(), timeout, true))?;
-            let names: Vec<String> = stmt
-                .columns()
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect();
-            let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
-            let mut writer = sink.table(q.name.as_deref(), names.clone())?;
-            let copy = client
-                .copy_out(&format!("COPY (\n{sql_text}\n) TO STDOUT (FORMAT binary)"))
-                .await
-                .map_err(|e| pg_error(&e, &q.describe(), timeout, false))?;
-            let mut rows = Box::pin(tokio_postgres::binary_copy::BinaryCopyOutStream::new(
-                copy, &types,
-            ));
-            let mut n = 0u64;
-            while let Some(row) = rows.next().await {
-                if conn.cancel.is_cancelled() {
-                    return Err(PackageError::cancelled());
-                }
-                let row = row.map_err(|e| pg_error(&e, &q.describe(), timeout, false))?;
-                n += 1;
-                let mut values = Vec::with_capacity(types.len());
-                for (i, ty) in types.iter().enumerate() {
-                    let raw: Raw = row.try_get(i).map_err(|e| {
-                        PackageError::source(format!("{}: row {n}: {e}", q.describe()))
-                    })?;
-                    let v: Value = pgtypes::decode(ty, raw.0, session).map_err(|e| {
-                        PackageError::config(format!(
-                            "{}: column {}: {e}",
-                            q.describe(),
-                            names.get(i).map_or("?", String::as_str)
-                        ))
-                    })?;
-                    values.push(v);
-                }
-                writer.push(values).await?;
-            }
-            writer.finish().await?;
-        }
-        let _ = client.batch_execute("COMMIT").await;
-        Ok(ExportOutcome::Exported)
     }
+}
+
+/// Every table of an export in one read-only transaction, each query within its bounds.
+async fn export_queries(
+    conn: &ConnectionRef,
+    queries: &[TableQuery],
+    timeout: Option<i64>,
+    bounds: &sql::QueryBounds,
+    sink: RowSink,
+) -> Result<ExportOutcome, PackageError> {
+    let session = connect(conn).await?;
+    let client = &session.client;
+    let iso = match conn
+        .settings
+        .text("IsolationLevel")
+        .unwrap_or("RepeatableRead")
+    {
+        "ReadCommitted" => "READ COMMITTED",
+        "Serializable" => "SERIALIZABLE",
+        _ => "REPEATABLE READ",
+    };
+    // One read-only transaction: every table of this export sees the same snapshot.
+    let what = "starting the export transaction";
+    if let Err(e) = bounds
+        .read(
+            what,
+            client.batch_execute(&format!("BEGIN ISOLATION LEVEL {iso} READ ONLY")),
+        )
+        .await?
+    {
+        return Err(session.error(&e, what, None, false).await);
+    }
+    if let Some(t) = timeout {
+        let what = "setting the Timeout";
+        let set = format!("SET LOCAL statement_timeout = {}", t.saturating_mul(1000));
+        if let Err(e) = bounds.read(what, client.batch_execute(&set)).await? {
+            return Err(session.error(&e, what, None, false).await);
+        }
+    }
+    let facts = session_facts(&session, bounds).await?;
+    for q in queries {
+        let what = q.describe();
+        bounds
+            .whole(
+                &what,
+                export_query(&session, conn, q, &what, timeout, bounds, facts, &sink),
+            )
+            .await?;
+    }
+    let _ = bounds.read("COMMIT", client.batch_execute("COMMIT")).await;
+    Ok(ExportOutcome::Exported)
+}
+
+/// One table: its statement prepared (for the column names and types), then its rows streamed
+/// with a binary COPY, each wait for the server within ReadTimeout.
+#[allow(clippy::too_many_arguments)]
+async fn export_query(
+    session: &Session,
+    conn: &ConnectionRef,
+    q: &TableQuery,
+    what: &str,
+    timeout: Option<i64>,
+    bounds: &sql::QueryBounds,
+    facts: pgtypes::Session,
+    sink: &RowSink,
+) -> Result<(), PackageError> {
+    let client = &session.client;
+    let sql_text = statement_sql(q);
+    let stmt = match bounds.read(what, client.prepare(&sql_text)).await? {
+        Ok(s) => s,
+        Err(e) => return Err(session.error(&e, what, timeout, true).await),
+    };
+    let names: Vec<String> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+    let mut writer = sink.table(q.name.as_deref(), names.clone())?;
+    let copy_sql = format!("COPY (\n{sql_text}\n) TO STDOUT (FORMAT binary)");
+    let copy = match bounds.read(what, client.copy_out(&copy_sql)).await? {
+        Ok(c) => c,
+        Err(e) => return Err(session.error(&e, what, timeout, false).await),
+    };
+    let mut rows = Box::pin(tokio_postgres::binary_copy::BinaryCopyOutStream::new(
+        copy, &types,
+    ));
+    let mut n = 0u64;
+    while let Some(row) = bounds.read(what, rows.next()).await? {
+        if conn.cancel.is_cancelled() {
+            return Err(PackageError::cancelled());
+        }
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                let mut err = session.error(&e, what, timeout, false).await;
+                if n > 0 {
+                    err.message = format!("{} (after {n} rows)", err.message);
+                }
+                return Err(err);
+            }
+        };
+        n += 1;
+        let mut values = Vec::with_capacity(types.len());
+        for (i, ty) in types.iter().enumerate() {
+            let raw: Raw = row
+                .try_get(i)
+                .map_err(|e| PackageError::source(format!("{what}: row {n}: {e}")))?;
+            let v: Value = pgtypes::decode(ty, raw.0, facts).map_err(|e| {
+                PackageError::config(format!(
+                    "{what}: column {}: {e}",
+                    names.get(i).map_or("?", String::as_str)
+                ))
+            })?;
+            values.push(v);
+        }
+        writer.push(values).await?;
+    }
+    writer.finish().await?;
+    Ok(())
 }

@@ -114,15 +114,57 @@ impl fmt::Debug for SettingValue {
     }
 }
 
-/// Converts a raw JSON value to the spec's type. Errors never contain a secured value.
-pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValue, String> {
-    use serde_json::Value as J;
-    let wrong = || {
-        if spec.secured {
-            format!("expected {}", spec.kind.describe())
-        } else {
-            format!("expected {}, found {}", spec.kind.describe(), short(raw))
+/// Why a raw value does not fit a setting's type. Its text never holds a secured value, and a
+/// value that must not be quoted (from a reference, say) is named by where it came from instead:
+/// see [`CoerceError::concealed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoerceError {
+    /// The value is not of the expected kind.
+    Expected {
+        expected: String,
+        /// What was found, as a message may show it; `None` for a secured setting.
+        found: Option<String>,
+    },
+    /// A connection string that does not parse (its message names parts by position).
+    Invalid(String),
+}
+
+impl CoerceError {
+    /// The same error naming the value as `label` says (the reference it came from, its
+    /// origin) instead of quoting it.
+    pub fn concealed(self, label: &str) -> Self {
+        match self {
+            CoerceError::Expected { expected, found } => CoerceError::Expected {
+                expected,
+                found: found.map(|_| crate::config::settings::concealed_label(label)),
+            },
+            other => other,
         }
+    }
+}
+
+impl fmt::Display for CoerceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoerceError::Expected {
+                expected,
+                found: Some(found),
+            } => write!(f, "expected {expected}, found {found}"),
+            CoerceError::Expected {
+                expected,
+                found: None,
+            } => write!(f, "expected {expected}"),
+            CoerceError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Converts a raw JSON value to the spec's type. Errors never contain a secured value.
+pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValue, CoerceError> {
+    use serde_json::Value as J;
+    let wrong = || CoerceError::Expected {
+        expected: spec.kind.describe(),
+        found: (!spec.secured).then(|| short_json(raw)),
     };
     // Secured key-value options stay structured until they are merged (see config::validate).
     if spec.secured && !matches!(spec.kind, SettingKind::Structured) {
@@ -188,7 +230,9 @@ pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValu
             _ => Err(wrong()),
         },
         SettingKind::ConnectionString => match raw {
-            J::String(s) => ConnectionString::parse(s).map(SettingValue::ConnectionString),
+            J::String(s) => ConnectionString::parse(s)
+                .map(SettingValue::ConnectionString)
+                .map_err(CoerceError::Invalid),
             _ => Err(wrong()),
         },
         SettingKind::Structured => match raw {
@@ -198,7 +242,8 @@ pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValu
     }
 }
 
-fn short(v: &serde_json::Value) -> String {
+/// A JSON value as a message shows it: its text, cut after 60 characters.
+pub fn short_json(v: &serde_json::Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 60 {
         format!("{}...", s.chars().take(60).collect::<String>())
@@ -207,12 +252,27 @@ fn short(v: &serde_json::Value) -> String {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Entry {
     spec: &'static SettingSpec,
     value: Option<SettingValue>,
     /// True when the value is the spec's default, not written in the settings.
     defaulted: bool,
+    /// Set when the value must never be quoted (it came from a reference, the encrypted overlay,
+    /// a credential or the connection store): how to name it instead.
+    concealed: Option<String>,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Entry");
+        d.field("name", &self.spec.name);
+        match &self.concealed {
+            Some(label) => d.field("value", &format_args!("(from {label})")),
+            None => d.field("value", &self.value),
+        };
+        d.field("defaulted", &self.defaulted).finish()
+    }
 }
 
 /// The validated settings of one connection, by spec name (case-insensitive look-up).
@@ -256,6 +316,7 @@ impl Settings {
                     spec: s,
                     value,
                     defaulted,
+                    concealed: None,
                 }
             })
             .collect();
@@ -348,7 +409,53 @@ impl Settings {
         &self.base_dir
     }
 
-    /// Every secret these settings hold, to mask in text from elsewhere.
+    /// Marks a setting's value as one that is never quoted (it came from a reference, the
+    /// encrypted overlay, a credential or the connection store); `label` names it instead.
+    pub fn conceal(&mut self, name: &str, label: impl Into<String>) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.spec.name.eq_ignore_ascii_case(name))
+        {
+            e.concealed = Some(label.into());
+        }
+    }
+
+    /// Whether a setting's value must not be quoted (see [`Settings::conceal`]).
+    pub fn is_concealed(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.spec.name.eq_ignore_ascii_case(name) && e.concealed.is_some())
+    }
+
+    /// How a message names a setting's value: `"text"` (cut after 60 characters), `(set)` for a
+    /// secured value, or, for a concealed one, where it came from ("the value of ${env:SEP}").
+    pub fn quote(&self, name: &str) -> String {
+        let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| e.spec.name.eq_ignore_ascii_case(name))
+        else {
+            return "nothing".to_string();
+        };
+        if let Some(label) = &e.concealed {
+            return crate::config::settings::concealed_label(label);
+        }
+        match &e.value {
+            None => "nothing".to_string(),
+            Some(SettingValue::Secret(_)) => SET_MARKER.to_string(),
+            Some(_) if e.spec.secured => SET_MARKER.to_string(),
+            Some(SettingValue::Text(s)) => short_json(&serde_json::Value::String(s.clone())),
+            Some(SettingValue::Integer(i)) => i.to_string(),
+            Some(SettingValue::Boolean(b)) => b.to_string(),
+            Some(SettingValue::TextList(l)) => short_json(&serde_json::json!(l)),
+            Some(SettingValue::ConnectionString(c)) => format!("{:?}", c.redacted()),
+            Some(SettingValue::Structured(v)) => short_json(v),
+        }
+    }
+
+    /// Every secret these settings hold, and every concealed value, to mask in text from
+    /// elsewhere (driver errors, file paths in messages).
     pub fn redactor(&self) -> Redactor {
         let mut r = Redactor::new();
         for e in &self.entries {
@@ -356,6 +463,21 @@ impl Settings {
                 Some(SettingValue::Secret(s)) => r.add(s),
                 Some(SettingValue::ConnectionString(c)) => c.secrets().for_each(|s| r.add(s)),
                 _ => {}
+            }
+            if let Some(label) = &e.concealed {
+                let label = crate::config::settings::concealed_label(label);
+                let mut add = |s: &str| r.add_labeled(&Secret::new(s), &label);
+                match &e.value {
+                    Some(SettingValue::Text(s)) => add(s),
+                    Some(SettingValue::Integer(i)) => add(&i.to_string()),
+                    Some(SettingValue::Boolean(b)) => add(&b.to_string()),
+                    Some(SettingValue::TextList(l)) => l.iter().for_each(|s| add(s)),
+                    Some(SettingValue::Structured(v)) => json_strings(v, &mut add),
+                    // Its secret parts are masked above; the rest is shown redacted anyway.
+                    Some(SettingValue::ConnectionString(_))
+                    | Some(SettingValue::Secret(_))
+                    | None => {}
+                }
             }
         }
         r
@@ -386,6 +508,9 @@ impl Settings {
     pub fn hash_into(&self, h: &mut sha2::Sha256) {
         use sha2::Digest;
         for e in &self.entries {
+            if e.defaulted && ADDED_LATER.contains(&e.spec.name) {
+                continue;
+            }
             h.update(e.spec.name.as_bytes());
             h.update([0]);
             // Secrets go into the hash directly, never through a formatted copy; the bytes are
@@ -429,11 +554,17 @@ impl Settings {
                     {
                         SET_MARKER.to_string()
                     }
+                    // A connection string is shown redacted wherever it came from: its secret
+                    // parts are never shown, the rest is an address.
+                    Some(SettingValue::ConnectionString(c)) => c.redacted(),
+                    // Named by where it came from, never quoted.
+                    Some(_) if e.concealed.is_some() => {
+                        format!("(from {})", e.concealed.as_deref().unwrap_or_default())
+                    }
                     Some(SettingValue::Text(s)) => s.clone(),
                     Some(SettingValue::Integer(i)) => i.to_string(),
                     Some(SettingValue::Boolean(b)) => b.to_string(),
                     Some(SettingValue::TextList(l)) => serde_json::to_string(l).unwrap_or_default(),
-                    Some(SettingValue::ConnectionString(c)) => c.redacted(),
                     Some(SettingValue::Structured(v)) => v.to_string(),
                 };
                 ShownSetting {
@@ -446,6 +577,21 @@ impl Settings {
                 }
             })
             .collect()
+    }
+}
+
+/// Settings added after fingerprints were first stored (Work/State): left out of the fingerprint
+/// while they are not written, so that an upgrade does not mark every connection modified.
+const ADDED_LATER: &[&str] = &["ReadTimeout"];
+
+/// Calls `f` with every string of a JSON value (numbers as text too).
+fn json_strings(v: &serde_json::Value, f: &mut dyn FnMut(&str)) {
+    match v {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Number(n) => f(&n.to_string()),
+        serde_json::Value::Array(items) => items.iter().for_each(|i| json_strings(i, f)),
+        serde_json::Value::Object(m) => m.values().for_each(|i| json_strings(i, f)),
+        _ => {}
     }
 }
 
@@ -523,7 +669,15 @@ mod tests {
         );
         // A wrong type for a secured setting does not repeat the value.
         let e = coerce(&SPEC[1], &serde_json::json!([canary])).unwrap_err();
-        assert!(!e.contains(canary), "{e}");
+        assert!(!e.to_string().contains(canary), "{e}");
+        // A concealed value is named by where it came from.
+        let e = coerce(&SPEC[0], &serde_json::json!([canary]))
+            .unwrap_err()
+            .concealed("${env:LOGIN}");
+        assert_eq!(
+            e.to_string(),
+            "expected text, found the value of ${env:LOGIN}"
+        );
     }
 
     /// Stored fingerprints (Work/State) are made from these bytes: changing them would mark

@@ -62,8 +62,86 @@ pub const CSV_ENCODING: SettingSpec = SettingSpec {
     description: "Encoding of the connection tables written: UTF-8 (no BOM), UTF-8-BOM, UTF-16 (little-endian, with BOM), UTF-16BE, US-ASCII, or a legacy encoding such as windows-1252. A character the encoding cannot hold fails the table.",
 };
 
+pub const READ_TIMEOUT: SettingSpec = SettingSpec {
+    name: "ReadTimeout",
+    section: Section::Advanced,
+    kind: SettingKind::Integer,
+    default: Some("600"),
+    required: false,
+    secured: false,
+    description: "Seconds the agent waits for the next data from the server while a query runs (its first row included) before it gives up, so that a stopped server or a cut network ends the export instead of hanging it. 0: no limit.",
+};
+
 /// The longest `Timeout` accepted: a week.
 pub const MAX_TIMEOUT_SECONDS: i64 = 7 * 24 * 3600;
+
+/// The client-side bounds of a query: how long to wait for each answer of the server
+/// (`ReadTimeout`), and for the whole query (`Timeout`, plus `grace` for a server that enforces
+/// the Timeout itself and should have the first word). A bound that is hit ends the query with a
+/// message that says which one.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryBounds {
+    read: Option<std::time::Duration>,
+    timeout: Option<i64>,
+    grace: std::time::Duration,
+}
+
+impl QueryBounds {
+    pub fn new(settings: &Settings, grace: std::time::Duration) -> Self {
+        let secs = |name| {
+            settings
+                .integer(name)
+                .filter(|t| *t > 0)
+                .map(|t| t.min(MAX_TIMEOUT_SECONDS))
+        };
+        QueryBounds {
+            read: secs("ReadTimeout").map(|t| std::time::Duration::from_secs(t.unsigned_abs())),
+            timeout: secs("Timeout"),
+            grace,
+        }
+    }
+
+    /// Waits for one answer of the server, at most `ReadTimeout`.
+    pub async fn read<T>(
+        &self,
+        what: &str,
+        answer: impl std::future::Future<Output = T>,
+    ) -> Result<T, PackageError> {
+        match self.read {
+            None => Ok(answer.await),
+            Some(limit) => tokio::time::timeout(limit, answer).await.map_err(|_| {
+                PackageError::source(format!(
+                    "{what}: no data from the server for {} s (ReadTimeout): the server may be stopped or overloaded, or the network cut; raise ReadTimeout for a query that needs longer before its first row",
+                    limit.as_secs()
+                ))
+            }),
+        }
+    }
+
+    /// Runs a whole query, at most `Timeout` (and the grace).
+    pub async fn whole<T>(
+        &self,
+        what: &str,
+        query: impl std::future::Future<Output = Result<T, PackageError>>,
+    ) -> Result<T, PackageError> {
+        match self.timeout {
+            None => query.await,
+            Some(secs) => {
+                let limit = std::time::Duration::from_secs(secs.unsigned_abs()) + self.grace;
+                tokio::time::timeout(limit, query).await.map_err(|_| {
+                    PackageError::source(if self.grace.is_zero() {
+                        format!("{what}: stopped after the Timeout of {secs} seconds")
+                    } else {
+                        format!(
+                            "{what}: the server did not end the query within the Timeout of {secs} seconds (and {} s more for it to stop the query itself); stopped by the agent",
+                            self.grace.as_secs()
+                        )
+                    })
+                })?
+            }
+        }
+    }
+}
 
 /// Where a table's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,9 +342,11 @@ pub fn table_queries(settings: &Settings) -> Result<Vec<TableQuery>, PackageErro
             source: QuerySource::Sql(q.to_string()),
         });
     } else if let Some(path) = settings.path("SqlFile") {
-        let sql = std::fs::read_to_string(&path).map_err(|e| {
-            PackageError::config(format!("cannot read SqlFile {}: {e}", path.display()))
-        })?;
+        let sql =
+            crate::fsutil::read_limited_text(&path, crate::fsutil::limits::SQL_FILE, "a SqlFile")
+                .map_err(|e| {
+                PackageError::config(format!("cannot read SqlFile {}: {e}", path.display()))
+            })?;
         out.push(TableQuery {
             name: None,
             source: QuerySource::Sql(sql),

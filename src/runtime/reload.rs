@@ -122,7 +122,10 @@ impl Runtime {
         ));
         let opts = LoadOptions::from_env(old.settings_file.clone());
         let registry = self.registry.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&opts, &registry)).await;
+        // On a thread whose stack the agent sets, not on a runtime worker (config::load_isolated).
+        let loaded =
+            tokio::task::spawn_blocking(move || config::validate::load_isolated(opts, registry))
+                .await;
         // The hash of the bytes actually loaded, so that a change made during the load is seen.
         let hash = match &loaded {
             Ok(Ok(l)) => l.inputs_hash.clone(),

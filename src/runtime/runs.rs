@@ -135,7 +135,15 @@ impl RunRegistry {
             .map(|rd| {
                 rd.flatten()
                     .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                    .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                    .filter_map(|e| {
+                        let bytes = crate::fsutil::read_limited(
+                            &e.path(),
+                            crate::fsutil::limits::STATE_FILE,
+                            "a run record",
+                        )
+                        .ok()?;
+                        serde_json::from_slice(&bytes).ok()
+                    })
                     .collect()
             })
             .unwrap_or_default();

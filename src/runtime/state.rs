@@ -58,19 +58,24 @@ pub fn connection_fingerprint(key: &[u8], c: &crate::config::Connection) -> Stri
 
 /// The recorded times, read only (for the CLI): lower-cased identifier → times.
 pub fn read_times(work: &Path) -> BTreeMap<String, Times> {
-    std::fs::read(work.join("State").join("connections.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    crate::fsutil::read_limited(
+        &work.join("State").join("connections.json"),
+        crate::fsutil::limits::STATE_FILE,
+        "a state file",
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice(&b).ok())
+    .unwrap_or_default()
 }
 
 impl ConnectionTimes {
     pub fn load(work: &Path) -> Self {
         let path = work.join("State").join("connections.json");
-        let map = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let map =
+            crate::fsutil::read_limited(&path, crate::fsutil::limits::STATE_FILE, "a state file")
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
         let key = fingerprint_key(&work.join("State").join("fingerprint.key"));
         ConnectionTimes {
             path,
@@ -142,7 +147,7 @@ impl ConnectionTimes {
 /// use. If it cannot be read or made, a per-process key is used: times then look "modified" once
 /// after a restart, which is harmless.
 fn fingerprint_key(path: &Path) -> Vec<u8> {
-    if let Ok(k) = std::fs::read(path)
+    if let Ok(k) = crate::fsutil::read_limited(path, 64, "a key file")
         && k.len() == 32
     {
         return k;

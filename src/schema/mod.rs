@@ -152,14 +152,18 @@ impl SchemaStore {
 
     /// The stored state; an empty one when there is none (or it cannot be read).
     pub fn load(&self, connection: &str) -> SchemaState {
-        std::fs::read(self.path_for(connection))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<SchemaState>(&b).ok())
-            .map(|mut s| {
-                s.connection = connection.to_string();
-                s
-            })
-            .unwrap_or_else(|| SchemaState::empty(connection))
+        crate::fsutil::read_limited(
+            &self.path_for(connection),
+            crate::fsutil::limits::STATE_FILE,
+            "a schema file",
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice::<SchemaState>(&b).ok())
+        .map(|mut s| {
+            s.connection = connection.to_string();
+            s
+        })
+        .unwrap_or_else(|| SchemaState::empty(connection))
     }
 
     /// Saves atomically: a partial file, fsync, rename.

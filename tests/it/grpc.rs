@@ -762,13 +762,13 @@ fn a_public_address_needs_tls_and_tokens() {
         out.stderr
     );
     let ws = agent_workspace(
-        json!({"Grpc": {"Listen": "localhost:1", "Tokens": [{"Name": "x", "Sha256": "12", "Role": "boss"}]}}),
+        json!({"Grpc": {"Listen": "nowhere.example:1", "Tokens": [{"Name": "x", "Sha256": "12", "Role": "boss"}]}}),
     );
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78);
     assert!(
         out.stderr
-            .contains("Grpc:Listen \"localhost:1\" is not an address and port"),
+            .contains("Grpc:Listen \"nowhere.example:1\" is not an address and port"),
         "{}",
         out.stderr
     );

@@ -327,7 +327,8 @@ fn cases() -> Vec<Case> {
             name: "missing xml folder",
             files: vec![],
             settings: json!({"XmlConfigurationPath": "nowhere"}),
-            at: "nowhere",
+            // At the setting, not at the folder.
+            at: "appsettings.agent.json:2:3",
             message: "the XML configuration folder does not exist",
         },
         Case {

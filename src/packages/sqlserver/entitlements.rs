@@ -33,6 +33,7 @@ pub struct SqlServerEntitlementsPackage;
 const SETTINGS: &[SettingSpec] = &[
     CONNECTION_STRING,
     sql::TIMEOUT,
+    sql::READ_TIMEOUT,
     sql::CONNECTION_STRING_OPTIONS,
     SettingSpec {
         name: "Databases",

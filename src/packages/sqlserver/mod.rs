@@ -77,6 +77,7 @@ const SETTINGS: &[SettingSpec] = &[
     sql::SQL_FILE,
     sql::TABLES,
     sql::TIMEOUT,
+    sql::READ_TIMEOUT,
     sql::CONNECTION_STRING_OPTIONS,
     sql::CSV_ENCODING,
     SettingSpec {
@@ -347,15 +348,17 @@ pub async fn stream_query(
     deadline: Option<(Instant, i64)>,
     redactor: &Redactor,
 ) -> Result<u64, PackageError> {
+    // Each wait for the server within ReadTimeout (the whole query within Timeout, below).
+    let bounds = super::sql::QueryBounds::new(&conn.settings, Duration::ZERO);
     let work = async {
-        let mut stream = client
-            .simple_query(sql)
-            .await
+        let mut stream = bounds
+            .read(what, client.simple_query(sql))
+            .await?
             .map_err(|e| tds_error(&e, what, redactor))?;
         let mut kinds: Vec<ColumnType> = Vec::new();
         let mut sets = 0u32;
         let mut rows = 0u64;
-        while let Some(item) = stream.next().await {
+        while let Some(item) = bounds.read(what, stream.next()).await? {
             let item = item.map_err(|e| {
                 let mut err = tds_error(&e, what, redactor);
                 if rows > 0 {
@@ -744,41 +747,47 @@ impl Package for SqlServerPackage {
     ) -> Result<ExportOutcome, PackageError> {
         let queries = sql::table_queries(&conn.settings)?;
         let redactor = conn.settings.redactor();
-        let (mut client, _) = connect(&conn.settings).await?;
-        execute(
-            &mut client,
-            &format!(
+        let bounds = sql::QueryBounds::new(&conn.settings, Duration::ZERO);
+        let work = async {
+            let (mut client, _) = connect(&conn.settings).await?;
+            let what = "setting the IsolationLevel";
+            let set = format!(
                 "SET TEXTSIZE 2147483647; SET TRANSACTION ISOLATION LEVEL {}",
                 isolation_sql(&conn.settings)
-            ),
-            "setting the IsolationLevel",
-            &redactor,
-        )
-        .await?;
-        for q in &queries {
-            let deadline = deadline(&conn.settings);
-            let mut writer = None;
-            let what = q.describe();
-            let sql_text = q.sql(quote_brackets);
-            stream_query(
-                &mut client,
-                &sql_text,
-                &what,
-                Target2 {
-                    sink: &sink,
-                    table: q.name.as_deref(),
-                    writer: &mut writer,
-                },
-                conn,
-                deadline,
-                &redactor,
-            )
-            .await?;
-            if let Some(w) = writer {
-                w.finish().await?;
+            );
+            bounds
+                .read(what, execute(&mut client, &set, what, &redactor))
+                .await??;
+            for q in &queries {
+                let deadline = deadline(&conn.settings);
+                let mut writer = None;
+                let what = q.describe();
+                let sql_text = q.sql(quote_brackets);
+                stream_query(
+                    &mut client,
+                    &sql_text,
+                    &what,
+                    Target2 {
+                        sink: &sink,
+                        table: q.name.as_deref(),
+                        writer: &mut writer,
+                    },
+                    conn,
+                    deadline,
+                    &redactor,
+                )
+                .await?;
+                if let Some(w) = writer {
+                    w.finish().await?;
+                }
             }
+            Ok(ExportOutcome::Exported)
+        };
+        // A cancel ends the export at once, whatever the server is doing.
+        tokio::select! {
+            r = work => r,
+            _ = conn.cancel.cancelled() => Err(PackageError::cancelled()),
         }
-        Ok(ExportOutcome::Exported)
     }
 }
 
