@@ -946,7 +946,19 @@ async fn export_cmd(cli: &Cli, registry: &Arc<Registry>, args: &ExportArgs) -> u
             }
         }
     }
-    if cancel.is_cancelled() {
+    // Interrupted: a run was cancelled, or runs were left out. (A signal that came once every
+    // run had published changes nothing: the work is done.)
+    let cut_short = reports.len() < runs.len()
+        || reports.iter().any(|r| {
+            matches!(
+                r.outcome,
+                RunOutcome::Failed {
+                    class: crate::packages::FailureClass::Cancelled,
+                    ..
+                }
+            )
+        });
+    if cancel.is_cancelled() && cut_short {
         code = interrupted_exit_code(interrupted.load(Ordering::SeqCst));
     }
     if cli.json {

@@ -68,6 +68,11 @@ impl Redactor {
     /// Adds a value to hide behind `label` instead of `***`. The value as a Rust string literal
     /// would escape it (`"a\"b"` for `a"b`) is hidden too, since messages quote values that way.
     pub fn add_labeled(&mut self, secret: &Secret, label: &str) {
+        // Messages often quote a value trimmed of surrounding spaces and line breaks.
+        let trimmed = secret.expose().trim();
+        if trimmed.len() != secret.expose().len() && !trimmed.is_empty() {
+            self.add_labeled(&Secret::new(trimmed), label);
+        }
         self.insert(secret, Some(label.to_string()));
         // Written into a buffer that is wiped, sized so that it never moves.
         let mut escaped = Zeroizing::new(String::with_capacity(secret.expose().len() * 10 + 2));

@@ -268,7 +268,10 @@ pub fn control_plane_settings(
         d.push(
             Diagnostic::error(
                 Some(tree.origin(&["ControlPlane", "Url"])),
-                format!("ControlPlane:Url {url:?} must start with http:// or https://"),
+                format!(
+                    "ControlPlane:Url {} must start with http:// or https://",
+                    tree.quote(&["ControlPlane", "Url"])
+                ),
             )
             .hint("e.g. \"https://central.example:443\""),
         );
@@ -393,11 +396,14 @@ pub fn daemon_settings(tree: &SettingsTree, d: &mut Diagnostics) -> DaemonSettin
         None => false,
         Some(f) if f.eq_ignore_ascii_case("text") => false,
         Some(f) if f.eq_ignore_ascii_case("json") => true,
-        Some(f) => {
+        Some(_) => {
             d.push(
                 Diagnostic::error(
                     Some(tree.origin(&["Logging", "Format"])),
-                    format!("Logging:Format {f:?} is not known"),
+                    format!(
+                        "Logging:Format {} is not known",
+                        tree.quote(&["Logging", "Format"])
+                    ),
                 )
                 .hint("use \"text\" or \"json\""),
             );
@@ -409,7 +415,7 @@ pub fn daemon_settings(tree: &SettingsTree, d: &mut Diagnostics) -> DaemonSettin
         .to_string();
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
         d.push(
-            Diagnostic::error(Some(tree.origin(&["Logging", "Level"])), format!("Logging:Level {log_level:?} is not a log filter"))
+            Diagnostic::error(Some(tree.origin(&["Logging", "Level"])), format!("Logging:Level {} is not a log filter", tree.quote(&["Logging", "Level"])))
                 .hint("use error, warn, info, debug or trace, optionally per module: \"info,connagent=debug\""),
         );
     }

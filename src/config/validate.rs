@@ -426,7 +426,7 @@ fn load_tree(
                     d.push(
                     Diagnostic::error(
                         Some(tree.origin(&["Jobs", "MaxTaskBatchSize"])),
-                        format!("Jobs:MaxTaskBatchSize is {v}; it must be a whole number from 1 to 1000"),
+                        format!("Jobs:MaxTaskBatchSize is {}; it must be a whole number from 1 to 1000", tree.quote(&["Jobs", "MaxTaskBatchSize"])),
                     )
                     .hint("set how many exports may run at once, e.g. 5"),
                 );
@@ -990,7 +990,12 @@ fn load_tree(
                             }
                         }
                         for (setting, path) in package.source_paths(&settings) {
-                            if let Some(msg) = outside_roots(&path, &sources_root_paths) {
+                            let concealed = settings
+                                .is_concealed(setting)
+                                .then(|| settings.quote(setting));
+                            if let Some(msg) =
+                                outside_roots(&path, &sources_root_paths, concealed.as_deref())
+                            {
                                 ok = false;
                                 d.push(
                                     Diagnostic::error(
@@ -1436,7 +1441,9 @@ fn build_settings(
 }
 
 /// `Some(reason)` when `path` (after resolving `..` and symbolic links) is outside every root.
-fn outside_roots(path: &Path, roots: &[PathBuf]) -> Option<String> {
+/// `concealed` names a path that must not be shown (it came from a reference): then neither it
+/// nor what it resolves to is shown.
+fn outside_roots(path: &Path, roots: &[PathBuf], concealed: Option<&str>) -> Option<String> {
     if roots.is_empty() {
         return None;
     }
@@ -1445,23 +1452,28 @@ fn outside_roots(path: &Path, roots: &[PathBuf]) -> Option<String> {
         let parent = path.parent()?.canonicalize().ok()?;
         Some(parent.join(path.file_name()?))
     });
+    let shown = |p: &Path| {
+        concealed
+            .map(str::to_string)
+            .unwrap_or_else(|| p.display().to_string())
+    };
     let Some(resolved) = resolved else {
         return Some(format!(
             "{} cannot be resolved to check it against SourcesRootPaths",
-            path.display()
+            shown(path)
         ));
     };
     if roots.iter().any(|r| resolved.starts_with(r)) {
         None
     } else {
-        let shown = if resolved == path {
+        let resolved_to = if resolved == path || concealed.is_some() {
             String::new()
         } else {
             format!(" (resolved to {})", resolved.display())
         };
         Some(format!(
-            "{}{shown} is outside SourcesRootPaths ({})",
-            path.display(),
+            "{}{resolved_to} is outside SourcesRootPaths ({})",
+            shown(path),
             roots
                 .iter()
                 .map(|r| r.display().to_string())

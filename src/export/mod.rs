@@ -409,6 +409,10 @@ pub async fn run_one(
         ))),
     };
     let outcome = match result {
+        // A cancel that came while the last rows were written still means "do not publish".
+        Ok(ExportOutcome::Exported) if run_cancel.is_cancelled() => {
+            failed(FailureClass::Cancelled, PackageError::cancelled().message)
+        }
         Ok(ExportOutcome::Exported) => {
             let out = output.clone();
             match tokio::task::spawn_blocking(move || out.publish()).await {

@@ -50,8 +50,23 @@ impl Drop for ConnectionString {
     }
 }
 
-/// Keys whose values are secrets, compared without case and spaces.
-const SECRET_KEYS: &[&str] = &["password", "pwd", "accountkey", "sharedaccesskey"];
+/// Words that make a keyword's value a secret, compared without case and spaces: a keyword that
+/// holds one of them anywhere (`Password`, `PWD`, libpq's `sslpassword`, `Client Secret`, and a
+/// damaged `agent password`) holds a secret.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "pwd",
+    "accountkey",
+    "sharedaccesskey",
+    "secret",
+    "token",
+];
+
+/// Whether a keyword names a secret (see [`SECRET_KEYS`]).
+fn is_secret_key(key: &str) -> bool {
+    let n = normalize(key);
+    SECRET_KEYS.iter().any(|k| n.contains(k))
+}
 
 /// libpq's connection keywords (PostgreSQL 17 `libpq-connect` "Parameter Key Words").
 const LIBPQ_KEYS: &[&str] = &[
@@ -99,6 +114,19 @@ const LIBPQ_KEYS: &[&str] = &[
     "load_balance_hosts",
 ];
 
+/// Whether a value holds `password=` (or another secret keyword followed by `=`), spaces and
+/// case aside: a connection string damaged so that a password ended up inside another value.
+fn holds_secret_assignment(value: &str) -> bool {
+    let squeezed: String = value
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect();
+    SECRET_KEYS
+        .iter()
+        .any(|k| squeezed.contains(&format!("{k}=")))
+}
+
 /// A buffer for one value of `text`: large enough that it never reallocates (which would leave
 /// a copy of a password behind), and wiped if it is dropped before its value is taken.
 fn value_buffer(text: &str) -> Zeroizing<String> {
@@ -137,10 +165,12 @@ impl ConnectionString {
                 .iter()
                 .all(|(k, _)| LIBPQ_KEYS.contains(&k.as_str()))
         {
-            let ado_like = cs
-                .parts
-                .iter()
-                .any(|(_, p)| matches!(p, Part::Plain(v) if v.contains(';')));
+            let ado_like = cs.parts.iter().any(|(k, p)| match p {
+                Part::Plain(v) => v.contains(';'),
+                // A value kept secret because it holds a password assignment.
+                Part::Secret(v) => !is_secret_key(k) && v.expose().contains(';'),
+                Part::Hidden(_) => false,
+            });
             if ado_like && let Ok(ado) = Self::parse_ado(text) {
                 return Ok(ado);
             }
@@ -154,7 +184,9 @@ impl ConnectionString {
     }
 
     fn part(key: &str, value: String) -> (String, Part) {
-        let p = if SECRET_KEYS.contains(&normalize(key).as_str()) {
+        // A value that itself holds a password assignment (a damaged string, a quote in the
+        // wrong place: `host="db password=...`) is kept as a secret too: never shown, masked.
+        let p = if is_secret_key(key) || holds_secret_assignment(&value) {
             Part::Secret(Secret::new(value))
         } else {
             Part::Plain(value)
@@ -399,8 +431,9 @@ impl ConnectionString {
                         value.push(c);
                     }
                     if !closed {
+                        // Named by position: a damaged string can put secret text in a key.
                         return Err(format!(
-                            "the value of {key:?} opens a quote that is never closed"
+                            "the value of part {n} opens a quote that is never closed"
                         ));
                     }
                     while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -462,7 +495,7 @@ impl ConnectionString {
     /// secrets; every other keyword is hidden from what is shown.
     pub fn merge_secured_options(&mut self, options: Vec<(String, Secret)>) {
         for (key, value) in options {
-            let part = if SECRET_KEYS.contains(&normalize(&key).as_str()) {
+            let part = if is_secret_key(&key) {
                 Part::Secret(value)
             } else {
                 Part::Hidden(value)

@@ -123,13 +123,23 @@ fn path_setting(mode: ExportMode) -> &'static str {
     }
 }
 
+/// A path derived from a setting, as a message may show it: never when the setting's value is
+/// concealed (it came from a reference): then the setting's value is named instead.
+fn shown_path(settings: &Settings, setting: &str, p: &Path) -> String {
+    if settings.is_concealed(setting) {
+        settings.quote(setting)
+    } else {
+        p.display().to_string()
+    }
+}
+
 /// Picks the file for a configured path: itself, or the newest file whose name matches the regex.
 fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBuf, PackageError> {
     if !settings.boolean("IsFileNameRegex") {
         if !path.is_file() {
             return Err(PackageError::config(format!(
                 "{setting}: the file {} does not exist",
-                path.display()
+                shown_path(settings, setting, path)
             )));
         }
         return Ok(path.to_path_buf());
@@ -145,7 +155,10 @@ fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBu
         ))
     })?;
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        PackageError::config(format!("{setting}: cannot list {}: {e}", dir.display()))
+        PackageError::config(format!(
+            "{setting}: cannot list the folder of {}: {e}",
+            shown_path(settings, setting, path)
+        ))
     })?;
     let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in entries.flatten() {
@@ -167,10 +180,14 @@ fn select_file(settings: &Settings, setting: &str, path: &Path) -> Result<PathBu
         }
     }
     best.map(|(_, p)| p).ok_or_else(|| {
-        PackageError::config(format!(
-            "{setting}: no file in {} matches the regular expression {pattern:?}",
-            dir.display()
-        ))
+        PackageError::config(if settings.is_concealed(setting) {
+            format!("{setting}: no file matches {}", settings.quote(setting))
+        } else {
+            format!(
+                "{setting}: no file in {} matches the regular expression {pattern:?}",
+                dir.display()
+            )
+        })
     })
 }
 
@@ -188,11 +205,17 @@ pub fn file_name_regex(pattern: &str) -> Result<regex::Regex, String> {
             pattern.len()
         ));
     }
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(1 << 20)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| one_line_regex_error(&e))
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(1 << 20)
+            .nest_limit(64)
+            .build()
+            .map_err(|e| one_line_regex_error(&e))
+    };
+    // The pattern alone first, so that an error's position is one in what the user wrote (and
+    // an unbalanced parenthesis cannot pair with the anchoring group's).
+    build(pattern)?;
+    build(&format!("^(?:{pattern})$"))
 }
 
 /// A regex error on one line: "unclosed group (at character 5)" instead of the multi-line
@@ -205,13 +228,15 @@ pub fn one_line_regex_error(e: &regex::Error) -> String {
                 .iter()
                 .find_map(|l| l.trim().strip_prefix("error: "))
                 .unwrap_or("not a regular expression");
-            // The caret line sits under the pattern line; its first caret is the position
-            // (counted in the anchored pattern `^(?:...)$`, so 4 characters come first).
-            let at = lines
-                .iter()
-                .find(|l| l.trim_start().starts_with('^') && l.trim().chars().all(|c| c == '^'))
-                .and_then(|l| l.find('^'))
-                .map(|col| col.saturating_sub(4) + 1);
+            // The caret line sits under the pattern line, both indented alike; its first caret
+            // is the position.
+            let caret = lines.iter().position(|l| {
+                l.trim_start().starts_with('^') && l.trim().chars().all(|c| c == '^')
+            });
+            let at = caret.filter(|i| *i > 0).and_then(|i| {
+                let indent = lines[i - 1].len() - lines[i - 1].trim_start().len();
+                lines[i].find('^').map(|col| col.saturating_sub(indent) + 1)
+            });
             match at {
                 Some(col) => format!("{message} (at character {col})"),
                 None => message.to_string(),
@@ -236,8 +261,9 @@ fn trim<'a>(mut s: &'a str, trims: &[String]) -> &'a str {
     s
 }
 
-/// An open input file: its header (kept columns) and a record reader.
-struct Input {
+/// An open input file: its header (kept columns) and a record reader. [`Input::next_row`]
+/// gives the rows one by one, each checked (see [`InputGuard`] and the field count).
+pub struct Input {
     file: PathBuf,
     /// (index in the input record, header name)
     columns: Vec<(usize, String)>,
@@ -246,6 +272,70 @@ struct Input {
     /// The header's line in the file (after NumberOfLinesToSkip).
     header_line: u64,
     reader: csv::Reader<Box<dyn Read + Send>>,
+    trims: Vec<String>,
+    record: csv::StringRecord,
+}
+
+impl Input {
+    /// Opens `file` with a connection's settings (Separator, Encoding, NumberOfLinesToSkip,
+    /// ValuesToTrim) and reads its header.
+    pub fn open(settings: &Settings, file: PathBuf) -> Result<Input, PackageError> {
+        open_input(settings, file)
+    }
+
+    /// The kept columns' names, in order.
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns.iter().map(|(_, n)| n.clone()).collect()
+    }
+
+    /// The next row (one value per kept column; empty values are NULL), `None` at the end. An
+    /// error names the file and the line: a row whose field count is not the header's, a quoted
+    /// field open at the end of the file, a NUL byte, bytes not valid in the encoding.
+    pub fn next_row(&mut self) -> Result<Option<Vec<Value>>, PackageError> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                return Err(PackageError::source(format!(
+                    "{}: {e}",
+                    self.file.display()
+                )));
+            }
+        }
+        let record = &self.record;
+        // A row must have the header's fields: more means a value holding the separator
+        // without quotes (the columns shift), fewer a cut line; either would export wrong data
+        // without a word.
+        if record.len() != self.header_fields {
+            // The reader counts from the header line.
+            let line = record
+                .position()
+                .map_or(0, |p| p.line() + self.header_line - 1);
+            return Err(PackageError::source(format!(
+                "{}: line {line} has {} field{} but the header line has {}: {}; nothing is exported from this file",
+                self.file.display(),
+                record.len(),
+                if record.len() == 1 { "" } else { "s" },
+                self.header_fields,
+                if record.len() > self.header_fields {
+                    "a value holding the separator must be quoted"
+                } else {
+                    "the line is cut short, or a separator is missing"
+                }
+            )));
+        }
+        Ok(Some(
+            self.columns
+                .iter()
+                .map(
+                    |(i, _)| match record.get(*i).map(|v| trim(v, &self.trims)) {
+                        None | Some("") => Value::Null,
+                        Some(v) => Value::Text(v.to_string()),
+                    },
+                )
+                .collect(),
+        ))
+    }
 }
 
 /// Where the reader is in the CSV grammar the `csv` crate reads (RFC 4180 quoting, a quote that
@@ -446,6 +536,8 @@ fn open_input(settings: &Settings, file: PathBuf) -> Result<Input, PackageError>
         header_fields,
         header_line: first_line,
         reader,
+        trims: trims.to_vec(),
+        record: csv::StringRecord::new(),
     })
 }
 
@@ -649,47 +741,8 @@ impl Package for CsvPackage {
                     ),
                 });
             };
-            let trims = conn.settings.list("ValuesToTrim").to_vec();
-            let names = input.columns.iter().map(|(_, n)| n.clone()).collect();
-            let mut writer = sink.table(None, names)?;
-            let mut record = csv::StringRecord::new();
-            loop {
-                match input.reader.read_record(&mut record) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        return Err(PackageError::source(format!("{}: {e}", input.file.display())));
-                    }
-                }
-                // A row must have the header's fields: more means a value holding the separator
-                // without quotes (the columns shift), fewer a cut line; either would export wrong
-                // data without a word.
-                if record.len() != input.header_fields {
-                    // The reader counts from the header line.
-                    let line = record
-                        .position()
-                        .map_or(0, |p| p.line() + input.header_line - 1);
-                    return Err(PackageError::source(format!(
-                        "{}: line {line} has {} field{} but the header line has {}: {}; nothing is exported from this file",
-                        input.file.display(),
-                        record.len(),
-                        if record.len() == 1 { "" } else { "s" },
-                        input.header_fields,
-                        if record.len() > input.header_fields {
-                            "a value holding the separator must be quoted"
-                        } else {
-                            "the line is cut short, or a separator is missing"
-                        }
-                    )));
-                }
-                let row = input
-                    .columns
-                    .iter()
-                    .map(|(i, _)| match record.get(*i).map(|v| trim(v, &trims)) {
-                        None | Some("") => Value::Null,
-                        Some(v) => Value::Text(v.to_string()),
-                    })
-                    .collect();
+            let mut writer = sink.table(None, input.column_names())?;
+            while let Some(row) = input.next_row()? {
                 writer.push_blocking(row)?;
             }
             writer.finish_blocking()?;

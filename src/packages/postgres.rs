@@ -260,6 +260,14 @@ fn pg_error(
         if *code == SqlState::INVALID_CATALOG_NAME {
             return PackageError::config(msg);
         }
+        // Class 57P: an administrator or the server's shutdown ended the session.
+        if code.code().starts_with("57P") {
+            return PackageError::source(format!(
+                "{what}: the server ended the session: {} ({})",
+                db.message(),
+                code.code()
+            ));
+        }
         if *code == SqlState::QUERY_CANCELED {
             return PackageError::source(format!(
                 "{what}: stopped after the Timeout of {} seconds",
@@ -280,12 +288,22 @@ fn pg_error(
 /// administrator command", to the connection, not to the request that then fails).
 struct Session {
     client: tokio_postgres::Client,
-    ended: tokio::sync::watch::Receiver<Option<String>>,
+    ended: tokio::sync::watch::Receiver<Option<Ended>>,
     what: String,
 }
 
+/// How a connection ended.
+#[derive(Debug, Clone)]
+enum Ended {
+    /// The server said why (its message and SQLSTATE).
+    Server(String),
+    /// It broke (reset, closed without a word): the cause.
+    Broken(String),
+}
+
 impl Session {
-    /// A failed request, classified; when the connection is gone, with the server's reason.
+    /// A failed request, classified; when the connection is gone, with the server's reason if
+    /// it sent one, else the cause of the break.
     async fn error(
         &self,
         e: &tokio_postgres::Error,
@@ -304,7 +322,11 @@ impl Session {
                 .ok()
                 .and_then(|r| r.ok().and_then(|v| v.clone()));
         PackageError::source(match reason {
-            Some(r) => format!("{what}: the server closed the connection: {r}"),
+            Some(Ended::Server(r)) => format!("{what}: the server ended the session: {r}"),
+            Some(Ended::Broken(cause)) => format!(
+                "{what}: the connection to {} broke: {cause} (the server's log tells whether it ended the session)",
+                self.what
+            ),
             None => format!(
                 "{what}: the connection to {} was closed without a reason from the server (the server stopped, or the network cut it)",
                 self.what
@@ -313,11 +335,23 @@ impl Session {
     }
 }
 
-/// Why a connection ended, as its task saw it: the server's message and code when it sent one.
-fn end_reason(e: &tokio_postgres::Error) -> String {
+/// Why a connection ended, as its task saw it: the server's message and code when it sent one,
+/// else the error with its causes ("connection reset by peer").
+fn end_reason(e: &tokio_postgres::Error) -> Ended {
     match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        Some(db) => Ended::Server(format!("{} ({})", db.message(), db.code().code())),
+        None => {
+            let mut text = String::new();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                if !text.is_empty() {
+                    text.push_str(": ");
+                }
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            Ended::Broken(if text.is_empty() { e.to_string() } else { text })
+        }
     }
 }
 
@@ -332,10 +366,10 @@ async fn connect(conn: &ConnectionRef) -> Result<Session, PackageError> {
         }
     };
     let (tx, ended) = tokio::sync::watch::channel(None);
-    let watch_end = |tx: tokio::sync::watch::Sender<Option<String>>| {
+    let watch_end = |tx: tokio::sync::watch::Sender<Option<Ended>>| {
         move |r: Result<(), tokio_postgres::Error>| {
             let reason = match r {
-                Ok(()) => "the connection ended".to_string(),
+                Ok(()) => Ended::Broken("the server closed it".to_string()),
                 Err(e) => {
                     tracing::debug!(error = %e, "PostgreSQL connection ended");
                     end_reason(&e)

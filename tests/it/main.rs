@@ -7,8 +7,10 @@ mod support;
 
 mod csv_package;
 mod daemon;
+mod fuzz;
 mod grpc;
 mod grpc_python;
+mod hostile;
 mod ldap;
 mod memory;
 mod postgres;

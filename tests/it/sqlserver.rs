@@ -299,6 +299,10 @@ fn failures_have_their_own_messages_and_keep_previous_files() {
                     .with_fault(Fault::SlowRows(Duration::from_millis(200))),
             )
             .reply(
+                Matcher::Contains("FROM dbo.frozen".into()),
+                Reply::set(people()).with_fault(Fault::SlowRows(Duration::from_secs(30))),
+            )
+            .reply(
                 Matcher::Contains("FROM dbo.two".into()),
                 Reply::sets(vec![people(), people()]),
             )
@@ -359,6 +363,13 @@ fn failures_have_their_own_messages_and_keep_previous_files() {
         (
             json!({"ConnectionString": cs(&r), "SqlCommand": "SELECT * FROM dbo.slow", "Timeout": 1}),
             "stopped after the Timeout of 1 seconds",
+            "Source",
+            false,
+        ),
+        (
+            // A server that stops sending (no Timeout set): each wait is bounded by ReadTimeout.
+            json!({"ConnectionString": cs(&r), "SqlCommand": "SELECT * FROM dbo.frozen", "ReadTimeout": 1}),
+            "no data from the server for 1 s (ReadTimeout)",
             "Source",
             false,
         ),

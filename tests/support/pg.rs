@@ -133,6 +133,40 @@ impl Pg {
         }
     }
 
+    /// The server's processes: the postmaster (from `postmaster.pid`) and its children.
+    pub fn pids(&self) -> Vec<i32> {
+        let pid_file = std::path::Path::new(&self.data()).join("postmaster.pid");
+        let Some(main) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`: the parent is the second field after the name.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Sends `signal` to every process of the server (SIGSTOP freezes it, SIGCONT thaws it).
+    pub fn signal_all(&self, signal: i32) {
+        for pid in self.pids() {
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
     /// Runs SQL as the superuser (psql, stops at the first error).
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let port = self.port.to_string();
