@@ -122,6 +122,15 @@ pub fn get_ci<'a>(
     })
 }
 
+/// The case-insensitive identity of a settings key path (`Connections:HRDb:Password`):
+/// lower-cased segments joined with '/'.
+pub fn key_id<S: AsRef<str>>(segs: &[S]) -> String {
+    segs.iter()
+        .map(|s| s.as_ref().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod encoding;
 pub mod export;
 pub mod fsutil;
 pub mod grpc;
@@ -10,6 +11,7 @@ pub mod packages;
 pub mod runtime;
 pub mod schema;
 pub mod secret;
+pub mod table_name;
 
 /// Makes ring the process-wide rustls crypto provider. Two providers are linked into the agent
 /// (tiberius brings aws-lc-rs, everything else uses ring), and rustls then refuses to choose one

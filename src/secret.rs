@@ -40,6 +40,12 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How a value that must not be quoted (it came from a reference, the encrypted overlay, a
+/// credential or the connection store) is named in a message instead: "the value of LABEL".
+pub fn concealed_label(label: &str) -> String {
+    format!("the value of {label}")
+}
+
 /// Replaces every occurrence of known secret values in a text.
 #[derive(Default, Clone)]
 pub struct Redactor {

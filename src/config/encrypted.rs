@@ -317,7 +317,7 @@ impl Walk<'_> {
                 Value::String(s) => match decrypt(self.identity, &s) {
                     Ok(plain) => {
                         self.origins.insert(
-                            super::settings::key_id(keys),
+                            crate::ident::key_id(keys),
                             format!("{ORIGIN_PREFIX}{setting} ({})", self.file.display()),
                         );
                         Some(Value::String(plain))

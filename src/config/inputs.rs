@@ -2,7 +2,7 @@
 //! file (path and bytes). The loader hashes the bytes it actually read; the watcher hashes the
 //! files as they are now; a difference means the configuration changed.
 
-use crate::fsutil::{ReadError, limits, read_limited};
+use crate::fsutil::ReadError;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -37,33 +37,4 @@ impl InputsHasher {
     pub fn finish(self) -> String {
         hex::encode(self.0.finalize())
     }
-}
-
-/// The hash of the configuration files as they are now: the settings file, then the `*.xml`
-/// files under `xml_folder` (the same walk as the loader's). Read with the loader's limits, so a
-/// FIFO or a huge file never blocks or bloats the watcher.
-pub fn hash_now(settings_file: &Path, xml_folder: &Path) -> String {
-    let mut h = InputsHasher::new();
-    // The settings file may hold plain secrets: its bytes are wiped once hashed.
-    let mut settings = read_limited(settings_file, limits::SETTINGS_FILE, "a settings file");
-    h.file(settings_file, &settings);
-    if let Ok(bytes) = settings.as_mut() {
-        zeroize::Zeroize::zeroize(bytes);
-    }
-    // The encrypted overlay next to it, hashed the same way by the loader.
-    let overlay = settings_file
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(super::encrypted::ENCRYPTED_FILE);
-    h.file(
-        &overlay,
-        &read_limited(&overlay, limits::SETTINGS_FILE, "a settings file"),
-    );
-    if xml_folder.is_dir() {
-        let mut d = super::Diagnostics::default();
-        for f in super::xml::find_xml_files(xml_folder, &mut d) {
-            h.file(&f, &super::xml::read_xml(&f));
-        }
-    }
-    h.finish()
 }

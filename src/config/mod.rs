@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod encrypted;
+pub mod files;
 pub mod inputs;
 pub mod jsonpos;
 pub mod model;

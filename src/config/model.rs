@@ -229,8 +229,9 @@ impl Snapshot {
             let Some(table) = &m.connection_table else {
                 continue;
             };
-            let t = table.to_ascii_lowercase();
-            let t = t.strip_suffix(".csv").unwrap_or(&t).to_string();
+            let Some(t) = crate::table_name::TableName::parse(table).map(|t| t.key()) else {
+                continue;
+            };
             let cols: Vec<String> = m
                 .properties
                 .iter()

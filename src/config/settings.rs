@@ -314,18 +314,9 @@ pub fn without_final_newline(text: &str) -> &str {
         .unwrap_or(text)
 }
 
-/// The case-insensitive identity of a key path: lower-cased segments joined with '/'.
-pub(crate) fn key_id<S: AsRef<str>>(segs: &[S]) -> String {
-    segs.iter()
-        .map(|s| s.as_ref().to_ascii_lowercase())
-        .collect::<Vec<_>>()
-        .join("/")
-}
+use crate::ident::key_id;
 
-/// How a concealed value is named in a message instead of being quoted.
-pub fn concealed_label(label: &str) -> String {
-    format!("the value of {label}")
-}
+pub use crate::secret::concealed_label;
 
 /// Adds every string (and number) of a JSON value to a redactor, replaced by `label`.
 fn add_json_to_redactor(r: &mut crate::secret::Redactor, v: &Value, label: &str) {

@@ -1077,12 +1077,8 @@ fn load_tree(
 
     // Mappings: connector and connection table must resolve.
     let resolve_table = |table: &str| -> Option<Ident> {
-        let base = table
-            .strip_suffix(".csv")
-            .or_else(|| table.strip_suffix(".CSV"))
-            .unwrap_or(table);
-        let prefix = base.split('_').next().unwrap_or(base);
-        conn_ids.iter().find(|c| c.matches(prefix)).cloned()
+        let name = crate::table_name::TableName::parse(table)?;
+        conn_ids.iter().find(|c| name.belongs_to(c)).cloned()
     };
     let check_mapping = |kind: &str,
                          id: &Ident,
@@ -1216,11 +1212,8 @@ fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut Diagnostics
         );
     }
     if let (Some(table), Some(conn)) = (t.get("Table"), connection) {
-        let ok = table
-            .as_bytes()
-            .get(..conn.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(conn.as_bytes()))
-            && table.as_bytes().get(conn.len()) == Some(&b'_');
+        let ok = crate::table_name::TableName::parse(table)
+            .is_some_and(|n| n.table().is_some() && n.belongs_to(&Ident::new(conn)));
         if !ok {
             d.push(
                 Diagnostic::error(

@@ -1,7 +1,6 @@
 //! Export runs: which connections to export, running each package into an atomic CSV sink, and
 //! what happened. This module does not know which technology it drives.
 
-pub mod encoding;
 pub mod sink;
 
 use crate::config::{Connection, Deactivation, Ident, SettingsState, Snapshot};
@@ -263,19 +262,14 @@ pub fn clean_stale_partials(snapshot: &Snapshot) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
-    let suffix = format!(".csv{}", crate::fsutil::PARTIAL_SUFFIX);
     let mut removed = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(&suffix) else {
+        let Some(table) = crate::table_name::TableName::parse_partial(&name) else {
             continue;
         };
-        let connection = stem.split('_').next().unwrap_or(stem);
-        if connection.is_empty() {
-            continue;
-        }
         // Held by a running export (this process or another): not stale.
-        let Ok(_lock) = lock_connection(snapshot, &Ident::new(connection)) else {
+        let Ok(_lock) = lock_connection(snapshot, &Ident::new(table.connection())) else {
             continue;
         };
         if std::fs::remove_file(e.path()).is_ok() {
@@ -361,26 +355,7 @@ pub async fn run_one(
     for p in CsvOutput::remove_stale_partials(&out_dir, conn.identifier.as_str()) {
         tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
     }
-    // Only packages whose settings spec has CsvEncoding honour it (elsewhere it is an unknown key).
-    let has_encoding = package
-        .info()
-        .settings
-        .iter()
-        .any(|s| s.name == "CsvEncoding");
-    let encoding = match settings
-        .text("CsvEncoding")
-        .filter(|_| has_encoding)
-        .map(encoding::OutputEncoding::parse)
-        .transpose()
-    {
-        Ok(e) => e.unwrap_or_default(),
-        Err(e) => {
-            return report(failed(
-                FailureClass::Config,
-                format!("connection {}: CsvEncoding: {e}", conn.identifier),
-            ));
-        }
-    };
+    let encoding = settings.output_encoding();
     let run_cancel = cancel.child_token();
     let output = Arc::new(
         CsvOutput::new(

@@ -3,10 +3,11 @@
 //! to its final name and fsyncs the folder; `abandon` removes the partial files. Nothing else ever
 //! creates or replaces a file under a final name.
 
-use super::encoding::{OutputEncoding, Transcoder};
-use crate::fsutil::{PARTIAL_SUFFIX, fsync_dir, partial_path};
+use crate::encoding::{OutputEncoding, Transcoder};
+use crate::fsutil::fsync_dir;
 use crate::packages::sink::{Batch, CHANNEL_BATCHES, TableOpener};
 use crate::packages::{SinkError, TableStats, TableWriter};
+use crate::table_name::TableName;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -61,6 +62,7 @@ enum TableState {
 }
 
 struct OpenTable {
+    name: TableName,
     file: String,
     final_path: PathBuf,
     partial: PathBuf,
@@ -133,12 +135,10 @@ impl CsvOutput {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return removed;
         };
-        let single = format!("{connection}.csv{PARTIAL_SUFFIX}").to_ascii_lowercase();
-        let prefix = format!("{connection}_").to_ascii_lowercase();
+        let id = crate::ident::Ident::new(connection);
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_ascii_lowercase();
-            if (name == single
-                || (name.starts_with(&prefix) && name.ends_with(&format!(".csv{PARTIAL_SUFFIX}"))))
+            let name = e.file_name().to_string_lossy().into_owned();
+            if TableName::parse_partial(&name).is_some_and(|t| t.belongs_to(&id))
                 && std::fs::remove_file(e.path()).is_ok()
             {
                 removed.push(e.path());
@@ -226,16 +226,14 @@ impl TableOpener for CsvOutput {
         if self.cancel.is_cancelled() {
             return Err(SinkError::Cancelled);
         }
-        let file = match table {
-            None => format!("{}.csv", self.connection),
-            Some(t) => format!("{}_{t}.csv", self.connection),
-        };
+        let name = TableName::new(&self.connection, table);
+        let file = name.file_name();
         let mut tables = lock(&self.tables);
-        if tables.iter().any(|t| t.file.eq_ignore_ascii_case(&file)) {
+        if tables.iter().any(|t| t.name.same_file(&name)) {
             return Err(SinkError::DuplicateTable(file));
         }
         let final_path = self.dir.join(&file);
-        let partial = partial_path(&final_path);
+        let partial = self.dir.join(name.partial_file_name());
         let werr = |e: std::io::Error| SinkError::Write {
             file: file.clone(),
             message: e.to_string(),
@@ -261,6 +259,7 @@ impl TableOpener for CsvOutput {
             .spawn(move || job.run(f, rx, done_tx))
             .map_err(werr)?;
         tables.push(OpenTable {
+            name,
             file: file.clone(),
             final_path,
             partial,

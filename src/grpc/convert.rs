@@ -179,7 +179,9 @@ pub fn package_spec(info: &PackageInfo) -> pb::PackageSpec {
             .iter()
             .map(|s| {
                 let (ty, choices) = match s.kind {
-                    SettingKind::Text => (pb::SettingType::Text, vec![]),
+                    SettingKind::Text | SettingKind::OutputEncoding => {
+                        (pb::SettingType::Text, vec![])
+                    }
                     SettingKind::Integer => (pb::SettingType::Integer, vec![]),
                     SettingKind::Boolean => (pb::SettingType::Boolean, vec![]),
                     SettingKind::TextList => (pb::SettingType::TextList, vec![]),

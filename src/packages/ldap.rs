@@ -382,7 +382,8 @@ impl Config {
     fn for_connection(conn: &ConnectionRef) -> Result<Config, Vec<Problem>> {
         let mut cfg = Config::load(&conn.settings)?;
         if cfg.attributes.is_empty() {
-            let entries = format!("{}_entries", conn.identifier);
+            let entries =
+                crate::table_name::TableName::new(conn.identifier.as_str(), Some(ENTRIES)).key();
             let mapped: Vec<String> = conn
                 .mapped_columns
                 .iter()
@@ -2811,7 +2812,7 @@ impl LdapPackage {
                 .map(|(name, request)| subschema.column(name, request)),
         );
         let mut tables = vec![SchemaTable {
-            name: format!("{id}_{ENTRIES}"),
+            name: crate::table_name::TableName::new(id, Some(ENTRIES)).stem(),
             source: entries.describe(),
             columns,
             source_table: false,
@@ -2820,7 +2821,7 @@ impl LdapPackage {
             let mut value = subschema.column(&t.name, &t.name);
             value.multivalued = false;
             tables.push(SchemaTable {
-                name: format!("{id}_{}", t.name),
+                name: crate::table_name::TableName::new(id, Some(&t.name)).stem(),
                 source: t.describe(),
                 columns: vec![
                     SchemaColumn {

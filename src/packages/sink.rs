@@ -83,18 +83,9 @@ impl RowSink {
     }
 }
 
-/// A table suffix must stay a plain file-name part.
+/// A table suffix must stay a plain file-name part (the naming rule: [`crate::table_name`]).
 pub fn check_table_name(t: &str) -> Result<(), SinkError> {
-    let ok = !t.is_empty()
-        && t.len() <= 200
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        && !t.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(SinkError::BadTableName(t.to_string()))
-    }
+    crate::table_name::TableName::check_table(t).map_err(|e| SinkError::BadTableName(e.0))
 }
 
 /// The sending side of one table.

@@ -32,6 +32,9 @@ pub enum SettingKind {
     ConnectionString,
     /// A structured value (list of objects) that the package checks itself.
     Structured,
+    /// The encoding of the connection tables written ([`crate::encoding::OutputEncoding`]):
+    /// the export reads it from the settings by this kind, whatever the setting's name.
+    OutputEncoding,
 }
 
 impl SettingKind {
@@ -45,6 +48,7 @@ impl SettingKind {
             SettingKind::Choice(words) => format!("one of {}", words.join(", ")),
             SettingKind::ConnectionString => "a connection string (key=value;...)".into(),
             SettingKind::Structured => "a list of objects, or an object".into(),
+            SettingKind::OutputEncoding => "an encoding name".into(),
         }
     }
 }
@@ -88,6 +92,8 @@ pub enum SettingValue {
     ConnectionString(ConnectionString),
     Structured(serde_json::Value),
     Secret(Secret),
+    /// An output encoding, with the name as written.
+    Encoding(crate::encoding::OutputEncoding, String),
 }
 
 /// Structured values are wiped when dropped: key-value options (`ConnectionStringOptions`) are
@@ -110,6 +116,7 @@ impl fmt::Debug for SettingValue {
             SettingValue::ConnectionString(c) => c.fmt(f),
             SettingValue::Structured(v) => write!(f, "Structured({v})"),
             SettingValue::Secret(s) => s.fmt(f),
+            SettingValue::Encoding(e, _) => write!(f, "Encoding({})", e.name()),
         }
     }
 }
@@ -127,6 +134,13 @@ pub enum CoerceError {
     },
     /// A connection string that does not parse (its message names parts by position).
     Invalid(String),
+    /// A name that is not one of the known ones.
+    Unknown {
+        what: &'static str,
+        /// The name as written, as a message may show it (or where it came from).
+        found: String,
+        known: String,
+    },
 }
 
 impl CoerceError {
@@ -136,7 +150,12 @@ impl CoerceError {
         match self {
             CoerceError::Expected { expected, found } => CoerceError::Expected {
                 expected,
-                found: found.map(|_| crate::config::settings::concealed_label(label)),
+                found: found.map(|_| crate::secret::concealed_label(label)),
+            },
+            CoerceError::Unknown { what, known, .. } => CoerceError::Unknown {
+                what,
+                found: crate::secret::concealed_label(label),
+                known,
             },
             other => other,
         }
@@ -155,6 +174,9 @@ impl fmt::Display for CoerceError {
                 found: None,
             } => write!(f, "expected {expected}"),
             CoerceError::Invalid(m) => f.write_str(m),
+            CoerceError::Unknown { what, found, known } => {
+                write!(f, "the {what} {found} is not known; use {known}")
+            }
         }
     }
 }
@@ -237,6 +259,16 @@ pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValu
         },
         SettingKind::Structured => match raw {
             J::Array(_) | J::Object(_) => Ok(SettingValue::Structured(raw.clone())),
+            _ => Err(wrong()),
+        },
+        SettingKind::OutputEncoding => match raw {
+            J::String(s) => crate::encoding::OutputEncoding::parse(s)
+                .map(|e| SettingValue::Encoding(e, s.clone()))
+                .map_err(|_| CoerceError::Unknown {
+                    what: "encoding",
+                    found: format!("{:?}", s.trim()),
+                    known: crate::encoding::SUPPORTED.to_string(),
+                }),
             _ => Err(wrong()),
         },
     }
@@ -391,6 +423,18 @@ impl Settings {
         }
     }
 
+    /// The encoding of the connection tables written: the value of the setting of kind
+    /// [`SettingKind::OutputEncoding`], or UTF-8 when the package has none.
+    pub fn output_encoding(&self) -> crate::encoding::OutputEncoding {
+        self.entries
+            .iter()
+            .find_map(|e| match &e.value {
+                Some(SettingValue::Encoding(enc, _)) => Some(*enc),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// A path setting resolved against the settings file's folder.
     pub fn path(&self, name: &str) -> Option<PathBuf> {
         self.non_empty(name).map(|p| self.resolve(p))
@@ -439,7 +483,7 @@ impl Settings {
             return "nothing".to_string();
         };
         if let Some(label) = &e.concealed {
-            return crate::config::settings::concealed_label(label);
+            return crate::secret::concealed_label(label);
         }
         match &e.value {
             None => "nothing".to_string(),
@@ -451,6 +495,7 @@ impl Settings {
             Some(SettingValue::TextList(l)) => short_json(&serde_json::json!(l)),
             Some(SettingValue::ConnectionString(c)) => format!("{:?}", c.redacted()),
             Some(SettingValue::Structured(v)) => short_json(v),
+            Some(SettingValue::Encoding(_, label)) => format!("{label:?}"),
         }
     }
 
@@ -465,7 +510,7 @@ impl Settings {
                 _ => {}
             }
             if let Some(label) = &e.concealed {
-                let label = crate::config::settings::concealed_label(label);
+                let label = crate::secret::concealed_label(label);
                 let mut add = |s: &str| r.add_labeled(&Secret::new(s), &label);
                 match &e.value {
                     Some(SettingValue::Text(s)) => add(s),
@@ -473,6 +518,7 @@ impl Settings {
                     Some(SettingValue::Boolean(b)) => add(&b.to_string()),
                     Some(SettingValue::TextList(l)) => l.iter().for_each(|s| add(s)),
                     Some(SettingValue::Structured(v)) => json_strings(v, &mut add),
+                    Some(SettingValue::Encoding(_, label)) => add(label),
                     // Its secret parts are masked above; the rest is shown redacted anyway.
                     Some(SettingValue::ConnectionString(_))
                     | Some(SettingValue::Secret(_))
@@ -533,6 +579,8 @@ impl Settings {
                         h.update(s.expose());
                     }
                 }
+                // The bytes of the text it was before it had a kind of its own.
+                Some(SettingValue::Encoding(_, label)) => h.update(format!("Text({label:?})")),
                 Some(other) => h.update(format!("{other:?}")),
             }
             h.update([0]);
@@ -566,6 +614,7 @@ impl Settings {
                     Some(SettingValue::Boolean(b)) => b.to_string(),
                     Some(SettingValue::TextList(l)) => serde_json::to_string(l).unwrap_or_default(),
                     Some(SettingValue::Structured(v)) => v.to_string(),
+                    Some(SettingValue::Encoding(_, label)) => label.clone(),
                 };
                 ShownSetting {
                     name: e.spec.name,

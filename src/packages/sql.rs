@@ -55,7 +55,7 @@ pub const CONNECTION_STRING_OPTIONS: SettingSpec = SettingSpec {
 pub const CSV_ENCODING: SettingSpec = SettingSpec {
     name: "CsvEncoding",
     section: Section::Advanced,
-    kind: SettingKind::Text,
+    kind: SettingKind::OutputEncoding,
     default: Some("UTF-8"),
     required: false,
     secured: false,
@@ -181,10 +181,7 @@ impl TableQuery {
 
 /// The connection table of a query: `<id>` or `<id>_<name>`.
 pub fn table_name(id: &str, q: &TableQuery) -> String {
-    match &q.name {
-        None => id.to_string(),
-        Some(n) => format!("{id}_{n}"),
-    }
+    crate::table_name::TableName::new(id, q.name.as_deref()).stem()
 }
 
 /// Glob match with `*` and `?`, ignoring case.
@@ -254,15 +251,6 @@ pub fn check_queries(settings: &Settings) -> Vec<Problem> {
             Some("SqlFile"),
             format!("the query file {} does not exist", path.display()),
             "create the file or correct the path (relative paths start at the settings file's folder)",
-        ));
-    }
-    if let Some(label) = settings.text("CsvEncoding")
-        && let Err(e) = crate::export::encoding::OutputEncoding::parse(label)
-    {
-        problems.push(Problem::new(
-            Some("CsvEncoding"),
-            e,
-            "leave CsvEncoding out for UTF-8, or give one of the names listed",
         ));
     }
     if let Some(t) = settings.integer("Timeout")

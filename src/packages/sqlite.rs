@@ -310,13 +310,6 @@ fn keys_of(db: &Connection, table: &str) -> Vec<(String, KeyType)> {
     keys
 }
 
-fn table_name(id: &str, q: &TableQuery) -> String {
-    match &q.name {
-        None => id.to_string(),
-        Some(n) => format!("{id}_{n}"),
-    }
-}
-
 #[async_trait]
 impl Package for SqlitePackage {
     fn info(&self) -> &'static PackageInfo {
@@ -369,7 +362,7 @@ impl Package for SqlitePackage {
                 })?;
                 checks.push(format!(
                     "{}: {} compiles",
-                    table_name(conn.identifier.as_str(), &q),
+                    sql::table_name(conn.identifier.as_str(), &q),
                     q.describe()
                 ));
             }
@@ -408,7 +401,7 @@ impl Package for SqlitePackage {
                     })
                     .collect();
                 tables.push(SchemaTable {
-                    name: table_name(conn.identifier.as_str(), &q),
+                    name: sql::table_name(conn.identifier.as_str(), &q),
                     source: q.describe(),
                     columns,
                     source_table: false,

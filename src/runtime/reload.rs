@@ -65,13 +65,9 @@ fn removed_in_use(old: &Snapshot, new: &Snapshot) -> Vec<String> {
             .map(|t| format!("export task {}", t.identifier))
             .collect();
         let table_of = |t: &Option<String>| {
-            t.as_deref().is_some_and(|t| {
-                let base = t
-                    .strip_suffix(".csv")
-                    .or_else(|| t.strip_suffix(".CSV"))
-                    .unwrap_or(t);
-                id.matches(base.split('_').next().unwrap_or(base))
-            })
+            t.as_deref()
+                .and_then(crate::table_name::TableName::parse)
+                .is_some_and(|t| t.belongs_to(id))
         };
         users.extend(
             new.entity_type_mappings

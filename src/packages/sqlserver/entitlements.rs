@@ -200,7 +200,7 @@ impl Package for SqlServerEntitlementsPackage {
             tables: TABLES
                 .iter()
                 .map(|(suffix, cols)| SchemaTable {
-                    name: format!("{id}_{suffix}"),
+                    name: crate::table_name::TableName::new(id, Some(suffix)).stem(),
                     source: format!("sys.{}", suffix),
                     columns: cols
                         .iter()
