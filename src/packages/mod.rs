@@ -8,13 +8,14 @@ pub mod connstr;
 pub mod csv;
 pub mod decode;
 pub mod ldap;
-pub mod pgtypes;
+
 pub mod postgres;
 pub mod sink;
 pub mod spec;
 pub mod sql;
 pub mod sqlite;
 pub mod sqlserver;
+pub mod structured;
 pub mod value;
 
 use crate::ident::Ident;
@@ -259,6 +260,17 @@ impl Registry {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// One error holding several problems (a structured setting read at run time): their messages.
+pub fn problems_error(problems: Vec<Problem>) -> PackageError {
+    PackageError::config(
+        problems
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// Runs blocking package code on the blocking pool; a panic inside becomes a system error.

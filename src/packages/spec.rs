@@ -229,17 +229,14 @@ pub fn coerce(spec: &SettingSpec, raw: &serde_json::Value) -> Result<SettingValu
                 .map(SettingValue::TextList),
             // An environment override of item N arrives as an object keyed by index.
             J::Object(m) if m.keys().all(|k| k.parse::<usize>().is_ok()) => {
-                let mut items: Vec<(usize, String)> = Vec::new();
-                for (k, v) in m {
-                    let (Ok(i), J::String(s)) = (k.parse::<usize>(), v) else {
-                        return Err(wrong());
-                    };
-                    items.push((i, s.clone()));
-                }
-                items.sort();
-                Ok(SettingValue::TextList(
-                    items.into_iter().map(|(_, s)| s).collect(),
-                ))
+                super::structured::items(raw)
+                    .into_iter()
+                    .map(|i| match i {
+                        J::String(s) => Ok(s.clone()),
+                        _ => Err(wrong()),
+                    })
+                    .collect::<Result<_, _>>()
+                    .map(SettingValue::TextList)
             }
             _ => Err(wrong()),
         },

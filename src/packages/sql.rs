@@ -231,11 +231,7 @@ pub fn check_queries(settings: &Settings) -> Vec<Problem> {
     let has_main =
         settings.non_empty("SqlCommand").is_some() || settings.non_empty("SqlFile").is_some();
     match settings.structured("Tables") {
-        Some(t) => {
-            if let Err(p) = parse_tables(t) {
-                problems.push(p);
-            }
-        }
+        Some(t) => problems.extend(parse_tables(t).1),
         None if !has_main => problems.push(Problem::new(
             Some("SqlCommand"),
             "nothing to export: none of SqlCommand, SqlFile or Tables is set",
@@ -265,60 +261,67 @@ pub fn check_queries(settings: &Settings) -> Vec<Problem> {
     problems
 }
 
-fn parse_tables(v: &serde_json::Value) -> Result<Vec<TableQuery>, Problem> {
-    let bad = |msg: String| {
-        Problem::new(
-            Some("Tables"),
-            msg,
-            "write Tables as [{\"Name\": \"People\", \"Table\": \"dbo.People\"}, {\"Name\": \"Groups\", \"SqlCommand\": \"SELECT ...\"}]",
-        )
-    };
-    let items = v
-        .as_array()
-        .ok_or_else(|| bad("Tables must be a list".into()))?;
+/// The `Tables` entries, each `{"Name": ..., "Table": ...}` or `{"Name": ..., "SqlCommand": ...}`,
+/// with every problem (read as every structured setting is: [`super::structured`]).
+fn parse_tables(v: &serde_json::Value) -> (Vec<TableQuery>, Vec<Problem>) {
+    const HINT: &str = "write Tables as [{\"Name\": \"People\", \"Table\": \"dbo.People\"}, {\"Name\": \"Groups\", \"SqlCommand\": \"SELECT ...\"}]";
+    let mut problems = Vec::new();
+    let mut reader = super::structured::ListReader::new("Tables", &mut problems);
+    let items = reader.objects(v, &["Name", "Table", "SqlCommand"], None, HINT);
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let obj = item
-            .as_object()
-            .ok_or_else(|| bad(format!("Tables item {i} is not an object")))?;
-        let field = |k: &str| {
-            crate::ident::get_ci(obj, k)
-                .and_then(|v| v.as_str())
-                .map(str::trim)
-        };
-        let name = field("Name")
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| bad(format!("Tables item {i} has no Name")))?;
-        super::sink::check_table_name(name).map_err(|e| bad(format!("Tables item {i}: {e}")))?;
-        if !seen.insert(name.to_ascii_lowercase()) {
-            return Err(bad(format!(
-                "Tables item {i}: the Name {name:?} is used twice (names are compared without case)"
-            )));
-        }
-        let source = match (
-            field("Table").filter(|s| !s.is_empty()),
-            field("SqlCommand").filter(|s| !s.is_empty()),
-        ) {
-            (Some(t), None) => QuerySource::Table(t.to_string()),
-            (None, Some(q)) => QuerySource::Sql(q.to_string()),
-            (Some(_), Some(_)) => {
-                return Err(bad(format!(
-                    "Tables item {i} ({name}) has both Table and SqlCommand; keep one"
-                )));
+    for item in items {
+        let n = item.n;
+        let field = |k: &str| item.text(k);
+        let name = match field("Name") {
+            Ok(Some(name)) => name,
+            Ok(None) => {
+                reader.item_problem(n, "Name is missing", HINT);
+                continue;
             }
-            (None, None) => {
-                return Err(bad(format!(
-                    "Tables item {i} ({name}) needs Table or SqlCommand"
-                )));
+            Err(e) => {
+                reader.item_problem(n, e, HINT);
+                continue;
+            }
+        };
+        if let Err(e) = crate::table_name::TableName::check_table(&name) {
+            reader.item_problem(n, e.to_string(), HINT);
+            continue;
+        }
+        if !seen.insert(name.to_ascii_lowercase()) {
+            reader.item_problem(
+                n,
+                format!("the Name {name:?} is used twice (names are compared without case)"),
+                HINT,
+            );
+            continue;
+        }
+        let source = match (field("Table"), field("SqlCommand")) {
+            (Ok(Some(t)), Ok(None)) => QuerySource::Table(t),
+            (Ok(None), Ok(Some(q))) => QuerySource::Sql(q),
+            (Ok(Some(_)), Ok(Some(_))) => {
+                reader.item_problem(
+                    n,
+                    format!("({name}) has both Table and SqlCommand; keep one"),
+                    HINT,
+                );
+                continue;
+            }
+            (Ok(None), Ok(None)) => {
+                reader.item_problem(n, format!("({name}) needs Table or SqlCommand"), HINT);
+                continue;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                reader.item_problem(n, format!("({name}) {e}"), HINT);
+                continue;
             }
         };
         out.push(TableQuery {
-            name: Some(name.to_string()),
+            name: Some(name),
             source,
         });
     }
-    Ok(out)
+    (out, problems)
 }
 
 /// Every table the connection exports, in order: the main query first, then `Tables`.
@@ -341,7 +344,11 @@ pub fn table_queries(settings: &Settings) -> Result<Vec<TableQuery>, PackageErro
         });
     }
     if let Some(t) = settings.structured("Tables") {
-        out.extend(parse_tables(t).map_err(|p| PackageError::config(p.message))?);
+        let (tables, problems) = parse_tables(t);
+        if !problems.is_empty() {
+            return Err(super::problems_error(problems));
+        }
+        out.extend(tables);
     }
     if out.is_empty() {
         return Err(PackageError::config(

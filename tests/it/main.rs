@@ -12,6 +12,7 @@ mod grpc;
 mod grpc_python;
 mod hostile;
 mod ldap;
+mod ldap_paging;
 mod memory;
 mod postgres;
 mod secrets;

@@ -272,7 +272,7 @@ fn cases() -> Vec<Case> {
             files: vec![("x.xml", conn("<Connection Identifier=\"HRDb\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Sqlite\"/>"))],
             settings: json!({"Connections": {"HRDb": {"ConnectionString": "Data Source=db.sqlite", "Tables": [{"Table": "people"}]}}}),
             at: "appsettings.agent.json:5:7",
-            message: "Tables item 0 has no Name",
+            message: "Tables item 1: Name is missing",
         },
         Case {
             name: "source path outside SourcesRootPaths through ..",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod ldap_fake;
 pub mod pg;
 pub mod proxy;
 pub mod slapd;

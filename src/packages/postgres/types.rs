@@ -2,7 +2,7 @@
 //! canonical text forms of `value.rs`. Types without a decoder here are refused with a clear
 //! error naming the column and a way out (cast it in the query).
 
-use super::value::Value;
+use crate::packages::value::Value;
 use chrono::{Duration as ChronoDuration, NaiveDate, NaiveDateTime, NaiveTime};
 use postgres_protocol::types as pt;
 use postgres_types::{Kind, Type};
@@ -118,7 +118,8 @@ pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
 
 /// A `float4` in its own shortest form (`0.1`, not the f64 widening `0.10000000149011612`).
 fn float32_text(f: f32) -> String {
-    super::value::special_float(f64::from(f)).map_or_else(|| f.to_string(), str::to_string)
+    crate::packages::value::special_float(f64::from(f))
+        .map_or_else(|| f.to_string(), str::to_string)
 }
 
 fn timestamp(micros: i64) -> Option<NaiveDateTime> {
