@@ -18,7 +18,8 @@ macro_rules! err_line {
 
 use crate::config::{self, Diagnostics, LoadOptions, Loaded, SettingsState, Severity, Snapshot};
 use crate::export::{self, RunOutcome, RunReport, Target, sink::Progress};
-use crate::packages::{ConnectionRef, Registry};
+use crate::invoke;
+use crate::packages::Registry;
 use crate::schema::SchemaStore;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -644,131 +645,85 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
     }
 }
 
-/// The connection to test or discover, ready for its package.
-fn connection_ref(
-    s: &Snapshot,
-    id: &str,
-) -> Result<(ConnectionRef, Arc<dyn crate::packages::Package>), String> {
-    let c = s.connection(id).ok_or_else(|| {
-        format!(
-            "there is no connection {id:?}; known connections: {}",
-            s.connections
-                .iter()
-                .map(|c| c.identifier.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    if !c.served {
-        return Err(format!(
-            "connection {} is served by another agent, not {}",
-            c.identifier, s.agent
-        ));
-    }
-    match (&c.settings, &c.package) {
-        (SettingsState::Ok(settings), Some(p)) => Ok((
-            ConnectionRef {
-                identifier: c.identifier.clone(),
-                settings: settings.clone(),
-                cancel: CancellationToken::new(),
-                mapped_columns: s.mapped_columns(&c.identifier),
-            },
-            p.clone(),
-        )),
-        _ => Err(format!(
-            "connection {} has no usable settings (settings: {}); add them under Connections:{} in {}",
-            c.identifier,
-            c.settings.label(),
-            c.identifier,
-            s.settings_file.display()
-        )),
-    }
-}
-
 async fn test(cli: &Cli, registry: &Arc<Registry>, id: &str) -> u8 {
     let loaded = match load(cli, registry, false) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let (cref, package) = match connection_ref(&loaded.snapshot, id) {
-        Ok(x) => x,
+    let target = match invoke::target(&loaded.snapshot, id, CancellationToken::new()) {
+        Ok(t) => t,
         Err(e) => {
             err_line!("error: {e}");
             return EXIT_FAILED;
         }
     };
-    let redactor = cref.settings.redactor();
-    match package.test(&cref).await {
+    let connection = &target.cref.identifier;
+    match target.test().await {
         Ok(report) => {
             if cli.json {
                 out_line!(
                     "{}",
-                    json!({"connection": cref.identifier, "ok": true, "checks": report.checks})
+                    json!({"connection": connection, "ok": true, "checks": report.checks})
                 );
             } else {
-                out_line!("connection {}: ok", cref.identifier);
+                out_line!("connection {connection}: ok");
                 for c in &report.checks {
-                    out_line!("  {}", redactor.redact(c));
+                    out_line!("  {c}");
                 }
             }
             EXIT_OK
         }
         Err(e) => {
-            let msg = redactor.redact(&e.message);
             if cli.json {
                 out_line!(
                     "{}",
-                    json!({"connection": cref.identifier, "ok": false, "class": e.class, "error": msg})
+                    json!({"connection": connection, "ok": false, "class": e.class, "error": e.message})
                 );
             }
             err_line!(
-                "connection {}: test failed ({:?}): {msg}",
-                cref.identifier,
-                e.class
+                "connection {connection}: test failed ({:?}): {}",
+                e.class,
+                e.message
             );
             EXIT_FAILED
         }
     }
 }
 
+/// Discovers a connection's schema and stores the outcome, success or failure, as a schema
+/// refresh of the daemon does (`invoke::discovered_state`).
 async fn schema(cli: &Cli, registry: &Arc<Registry>, id: &str) -> u8 {
     let loaded = match load(cli, registry, false) {
         Ok(l) => l,
         Err(code) => return code,
     };
     let s = &loaded.snapshot;
-    let (cref, package) = match connection_ref(s, id) {
-        Ok(x) => x,
+    let target = match invoke::target(s, id, CancellationToken::new()) {
+        Ok(t) => t,
         Err(e) => {
             err_line!("error: {e}");
             return EXIT_FAILED;
         }
     };
-    let redactor = cref.settings.redactor();
-    let schema = match package.discover(&cref).await {
-        Ok(mut x) => {
-            for t in &mut x.tables {
-                t.source = redactor.redact(&t.source);
-            }
-            x
-        }
+    let connection = target.cref.identifier.to_string();
+    let result = target.discover().await;
+    let store = SchemaStore::new(&s.work_folder);
+    let (state, _, _) = invoke::discovered_state(store.load(&connection), result.clone());
+    let stored = store.save(&state);
+    let schema = match result {
+        Ok(x) => x,
         Err(e) => {
             err_line!(
-                "connection {}: schema discovery failed ({:?}): {}",
-                cref.identifier,
+                "connection {connection}: schema discovery failed ({:?}): {}",
                 e.class,
-                redactor.redact(&e.message)
+                e.message
             );
+            if let Err(e) = stored {
+                err_line!("error: {e}");
+            }
             return EXIT_FAILED;
         }
     };
-    let store = SchemaStore::new(&s.work_folder);
-    let mut state = store.load(&schema.connection);
-    state.fingerprint = Some(crate::schema::fingerprint(&schema));
-    state.refreshed_at = Some(schema.discovered_at);
-    state.schema = Some(schema.clone());
-    state.failure = None;
-    let stored = store.save(&state);
     if cli.json {
         out_line!(
             "{}",
@@ -783,7 +738,7 @@ async fn schema(cli: &Cli, registry: &Arc<Registry>, id: &str) -> u8 {
             plural(schema.tables.len())
         );
         for t in &schema.tables {
-            out_line!("\n{}  <- {}", t.name, redactor.redact(&t.source));
+            out_line!("\n{}  <- {}", t.name, t.source);
             for c in &t.columns {
                 let key = match c.key_type {
                     crate::schema::KeyType::Primary => "primary key",

@@ -7,6 +7,7 @@ pub mod export;
 pub mod fsutil;
 pub mod grpc;
 pub mod ident;
+pub mod invoke;
 pub mod packages;
 pub mod runtime;
 pub mod schema;

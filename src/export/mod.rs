@@ -4,9 +4,7 @@
 pub mod sink;
 
 use crate::config::{Connection, Deactivation, Ident, SettingsState, Snapshot};
-use crate::packages::{
-    ConnectionRef, ExportMode, ExportOutcome, FailureClass, PackageError, RowSink,
-};
+use crate::packages::{ExportMode, ExportOutcome, FailureClass, PackageError, RowSink};
 use serde::Serialize;
 use sink::{CsvOutput, Progress};
 use std::sync::Arc;
@@ -332,13 +330,12 @@ pub async fn run_one(
     if let Some(why) = not_exportable(snapshot, conn) {
         return report(failed(FailureClass::Config, why));
     }
-    let (SettingsState::Ok(settings), Some(package)) = (&conn.settings, &conn.package) else {
-        return report(failed(
-            FailureClass::Config,
-            format!("connection {} cannot be exported", conn.identifier),
-        ));
+    let run_cancel = cancel.child_token();
+    let target = match crate::invoke::target(snapshot, conn.identifier.as_str(), run_cancel.clone())
+    {
+        Ok(t) => t,
+        Err(e) => return report(failed(FailureClass::Config, e.to_string())),
     };
-    let redactor = settings.redactor();
     let out_dir = snapshot.export_output_folder();
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
         return report(failed(
@@ -355,8 +352,7 @@ pub async fn run_one(
     for p in CsvOutput::remove_stale_partials(&out_dir, conn.identifier.as_str()) {
         tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
     }
-    let encoding = settings.output_encoding();
-    let run_cancel = cancel.child_token();
+    let encoding = target.cref.settings.output_encoding();
     let output = Arc::new(
         CsvOutput::new(
             &out_dir,
@@ -366,23 +362,14 @@ pub async fn run_one(
         )
         .with_encoding(encoding),
     );
-    let cref = ConnectionRef {
-        identifier: conn.identifier.clone(),
-        settings: settings.clone(),
-        cancel: run_cancel.clone(),
-        mapped_columns: snapshot.mapped_columns(&conn.identifier),
-    };
-    let package = package.clone();
     let sink = RowSink::new(output.clone());
     let mode = run.mode;
-    // A separate task, so that a panic in the package fails this run only.
-    let handle = tokio::spawn(async move { package.export(&cref, mode, sink).await });
-    let result = match handle.await {
-        Ok(r) => r,
-        Err(e) => Err(PackageError::system(format!(
-            "the export stopped unexpectedly: {e}"
-        ))),
-    };
+    // In a task of its own (a panic fails this run only), the error redacted.
+    let result = target
+        .call("export", move |p, c| async move {
+            p.export(&c, mode, sink).await
+        })
+        .await;
     let outcome = match result {
         // A cancel that came while the last rows were written still means "do not publish".
         Ok(ExportOutcome::Exported) if run_cancel.is_cancelled() => {
@@ -416,7 +403,7 @@ pub async fn run_one(
             } else {
                 e.class
             };
-            failed(class, redactor.redact(&e.message))
+            failed(class, e.message)
         }
     };
     if !matches!(outcome, RunOutcome::Published { .. }) {

@@ -7,8 +7,7 @@ use super::proto as pb;
 use super::proto::agent_service_server::AgentService;
 use crate::config::{Role, SettingsState};
 use crate::export::{PlanErrorKind, Target};
-use crate::packages::spec::coerce;
-use crate::packages::{ConnectionRef, FailureClass, SettingKind, Settings};
+use crate::packages::{FailureClass, Settings};
 use crate::runtime::runs::{RunEventKind, StartError};
 use crate::runtime::schemas::RefreshError;
 use crate::runtime::{Event, Runtime};
@@ -762,131 +761,28 @@ impl AgentServiceImpl {
         &self,
         q: &pb::TestConnectionRequest,
     ) -> Result<pb::TestConnectionResponse, Status> {
+        use crate::invoke::{CandidateError, LookupError};
         let id = required("identifier", &q.identifier)?;
         let snapshot = self.rt.snapshot();
-        let c = snapshot
-            .connection(id)
-            .ok_or_else(|| Status::not_found(format!("there is no connection {id:?}")))?;
-        if !c.served {
-            return Err(Status::failed_precondition(format!(
-                "connection {} is served by another agent, not {}",
-                c.identifier, snapshot.agent
-            )));
-        }
-        let package = c.package.clone().ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "connection {} uses unknown package {:?}",
-                c.identifier, c.package_name
-            ))
+        let target = crate::invoke::candidate_target(
+            &snapshot,
+            id,
+            &q.settings,
+            self.rt.shutdown.child_token(),
+        )
+        .map_err(|e| match e {
+            CandidateError::Lookup(l @ LookupError::NotFound { .. }) => {
+                Status::not_found(l.to_string())
+            }
+            CandidateError::Value(m) => Status::invalid_argument(m),
+            other => Status::failed_precondition(other.to_string()),
         })?;
-        let base = match &c.settings {
-            SettingsState::Ok(s) => (**s).clone(),
-            _ if q.settings.is_empty() => {
-                return Err(Status::failed_precondition(format!(
-                    "connection {} has no usable settings (settings: {}); pass candidate settings or fix Connections:{}",
-                    c.identifier,
-                    c.settings.label(),
-                    c.identifier
-                )));
-            }
-            _ => Settings::new(
-                package.info().settings,
-                Vec::new(),
-                snapshot
-                    .settings_file
-                    .parent()
-                    .unwrap_or(std::path::Path::new("/")),
-            ),
-        };
-        // Candidate settings: typed by the spec; secured ones used for this test only.
-        let spec = package.info().settings;
-        let mut overrides = Vec::new();
-        let mut keys: Vec<&String> = q.settings.keys().collect();
-        keys.sort();
-        for k in keys {
-            let raw = &q.settings[k];
-            let s = spec
-                .iter()
-                .find(|s| s.name.eq_ignore_ascii_case(k))
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "settings.{k}: {} has no such setting; settings: {}",
-                        package.info().id,
-                        spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
-            if s.secured && matches!(s.kind, SettingKind::Structured) {
-                // Key-value options are merged into the connection string at load time only.
-                return Err(Status::invalid_argument(format!(
-                    "settings.{}: key-value options cannot be tested as candidates; put the keywords into a candidate ConnectionString",
-                    s.name
-                )));
-            }
-            // A transient copy, wiped when dropped: the value may be a secret.
-            let json = crate::secret::WipedJson(match s.kind {
-                SettingKind::TextList | SettingKind::Structured => serde_json::from_str(raw)
-                    .map_err(|e| {
-                        Status::invalid_argument(format!("settings.{}: not JSON: {e}", s.name))
-                    })?,
-                _ => serde_json::Value::String(raw.clone()),
-            });
-            let v = coerce(s, &json.0)
-                .map_err(|e| Status::invalid_argument(format!("settings.{}: {e}", s.name)))?;
-            overrides.push((s.name, v));
-        }
-        let settings = base.with_overrides(overrides);
-        let mut redactor = settings.redactor();
-        redactor.extend(&base.redactor());
-        let missing: Vec<&str> = spec
-            .iter()
-            .filter(|s| s.required && !settings.is_given(s.name))
-            .map(|s| s.name)
-            .collect();
-        if !missing.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "settings: missing required {}",
-                missing.join(", ")
-            )));
-        }
-        let problems: Vec<_> = package
-            .check(&settings)
-            .into_iter()
-            .filter(|p| !p.warning)
-            .collect();
-        if !problems.is_empty() {
-            let text = problems
-                .iter()
-                .map(|p| redactor.redact(&p.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Status::failed_precondition(format!(
-                "connection {}: {text}",
-                c.identifier
-            )));
-        }
-        let cref = ConnectionRef {
-            identifier: c.identifier.clone(),
-            settings: Arc::new(settings),
-            cancel: self.rt.shutdown.child_token(),
-            mapped_columns: snapshot.mapped_columns(&c.identifier),
-        };
-        let result = tokio::spawn(async move { package.test(&cref).await })
-            .await
-            .unwrap_or_else(|e| {
-                Err(crate::packages::PackageError::system(format!(
-                    "the test stopped unexpectedly: {e}"
-                )))
-            });
-        match result {
+        match target.test().await {
             Ok(report) => Ok(pb::TestConnectionResponse {
-                checks: report.checks.iter().map(|c| redactor.redact(c)).collect(),
+                checks: report.checks,
             }),
             Err(e) => {
-                let msg = format!(
-                    "connection {}: {}",
-                    c.identifier,
-                    redactor.redact(&e.message)
-                );
+                let msg = format!("connection {}: {}", target.cref.identifier, e.message);
                 Err(match e.class {
                     FailureClass::Config => Status::failed_precondition(msg),
                     FailureClass::Source => Status::unavailable(msg),

@@ -106,6 +106,18 @@ pub enum FailureClass {
     Cancelled,
 }
 
+impl FailureClass {
+    /// `config`, `source`, `system` or `cancelled`, as stored and reported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Config => "config",
+            FailureClass::Source => "source",
+            FailureClass::System => "system",
+            FailureClass::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct PackageError {

@@ -2,6 +2,7 @@
 //! validated connection carries. One declaration drives validation, redaction and the settings
 //! form a central UI draws.
 
+use super::PackageInfo;
 use super::connstr::ConnectionString;
 use crate::secret::{NOT_SET_MARKER, Redactor, SET_MARKER, Secret};
 use serde::Serialize;
@@ -311,6 +312,27 @@ pub struct Settings {
     base_dir: PathBuf,
 }
 
+/// Why a candidate setting (a test's) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CandidateValueError {
+    #[error("settings.{name}: {package} has no such setting; settings: {known}")]
+    Unknown {
+        name: String,
+        package: &'static str,
+        known: String,
+    },
+    #[error(
+        "settings.{0}: key-value options cannot be tested as candidates; put the keywords into a candidate ConnectionString"
+    )]
+    KeyValueOptions(&'static str),
+    #[error("settings.{0}: not JSON: {1}")]
+    NotJson(&'static str, String),
+    #[error("settings.{0}: {1}")]
+    Value(&'static str, CoerceError),
+    #[error("settings: missing required {0}")]
+    Missing(String),
+}
+
 /// How one setting is shown to a person: never a secured value.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShownSetting {
@@ -529,6 +551,53 @@ impl Settings {
     /// The spec these settings follow.
     pub fn spec(&self) -> Vec<&'static SettingSpec> {
         self.entries.iter().map(|e| e.spec).collect()
+    }
+
+    /// A copy with candidate values over these (a test's: name → value as text, JSON for lists
+    /// and structured settings), typed by the spec. Key-value options are refused (they are
+    /// merged into the connection string when a configuration loads), and so is a set that
+    /// lacks a required setting. Values are wiped once typed.
+    pub fn with_candidates(
+        &self,
+        package: &PackageInfo,
+        candidates: &std::collections::HashMap<String, String>,
+    ) -> Result<Settings, CandidateValueError> {
+        let spec = package.settings;
+        let mut overrides = Vec::new();
+        let mut keys: Vec<&String> = candidates.keys().collect();
+        keys.sort();
+        for k in keys {
+            let raw = &candidates[k];
+            let s = spec
+                .iter()
+                .find(|s| s.name.eq_ignore_ascii_case(k))
+                .ok_or_else(|| CandidateValueError::Unknown {
+                    name: k.clone(),
+                    package: package.id,
+                    known: spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+                })?;
+            if s.secured && matches!(s.kind, SettingKind::Structured) {
+                return Err(CandidateValueError::KeyValueOptions(s.name));
+            }
+            // A transient copy, wiped when dropped: the value may be a secret.
+            let json = crate::secret::WipedJson(match s.kind {
+                SettingKind::TextList | SettingKind::Structured => serde_json::from_str(raw)
+                    .map_err(|e| CandidateValueError::NotJson(s.name, e.to_string()))?,
+                _ => serde_json::Value::String(raw.clone()),
+            });
+            let v = coerce(s, &json.0).map_err(|e| CandidateValueError::Value(s.name, e))?;
+            overrides.push((s.name, v));
+        }
+        let settings = self.with_overrides(overrides);
+        let missing: Vec<&str> = spec
+            .iter()
+            .filter(|s| s.required && !settings.is_given(s.name))
+            .map(|s| s.name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(CandidateValueError::Missing(missing.join(", ")));
+        }
+        Ok(settings)
     }
 
     /// A copy with some values replaced (candidate settings for a test).

@@ -2,10 +2,8 @@
 //! when the schema changed or its discovery failed.
 
 use super::{Event, Runtime};
-use crate::config::SettingsState;
-use crate::packages::{ConnectionRef, FailureClass};
-use crate::schema::{SchemaFailure, SchemaState, SchemaStore, fingerprint};
-use chrono::Utc;
+use crate::invoke;
+use crate::schema::{SchemaState, SchemaStore};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -27,16 +25,6 @@ pub struct SchemaManager {
     store: SchemaStore,
     /// One discovery per connection at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-fn class_name(c: FailureClass) -> String {
-    match c {
-        FailureClass::Config => "config",
-        FailureClass::Source => "source",
-        FailureClass::System => "system",
-        FailureClass::Cancelled => "cancelled",
-    }
-    .into()
 }
 
 impl SchemaManager {
@@ -96,75 +84,28 @@ impl SchemaManager {
         reset: bool,
     ) -> Result<SchemaState, RefreshError> {
         let snapshot = rt.snapshot();
-        let c = snapshot.connection(connection).ok_or_else(|| {
-            RefreshError::NotFound(format!("there is no connection {connection:?}"))
-        })?;
-        if !c.served {
-            return Err(RefreshError::Precondition(format!(
-                "connection {} is served by another agent, not {}",
-                c.identifier, snapshot.agent
-            )));
-        }
-        let (SettingsState::Ok(settings), Some(package)) = (&c.settings, &c.package) else {
-            return Err(RefreshError::Precondition(format!(
-                "connection {} has no usable settings (settings: {})",
-                c.identifier,
-                c.settings.label()
-            )));
-        };
-        let lock = self.lock_for(c.identifier.key());
+        let target =
+            invoke::target(&snapshot, connection, rt.shutdown.child_token()).map_err(|e| {
+                if e.is_not_found() {
+                    RefreshError::NotFound(e.to_string())
+                } else {
+                    RefreshError::Precondition(e.to_string())
+                }
+            })?;
+        let id = target.cref.identifier.to_string();
+        let lock = self.lock_for(target.cref.identifier.key());
         let _g = lock.lock().await;
         if reset {
-            self.store.remove(c.identifier.as_str()).map_err(|e| {
+            self.store.remove(&id).map_err(|e| {
                 RefreshError::Precondition(format!("cannot remove the stored schema: {e}"))
             })?;
         }
-        let id = c.identifier.to_string();
-        let mut state = self.store.load(&id);
-        let redactor = settings.redactor();
-        let cref = ConnectionRef {
-            identifier: c.identifier.clone(),
-            settings: settings.clone(),
-            cancel: rt.shutdown.child_token(),
-            mapped_columns: snapshot.mapped_columns(&c.identifier),
-        };
-        let package = package.clone();
-        // Its own task: a panic in the package fails this discovery only.
-        let result = tokio::spawn(async move { package.discover(&cref).await })
-            .await
-            .unwrap_or_else(|e| {
-                Err(crate::packages::PackageError::system(format!(
-                    "the discovery stopped unexpectedly: {e}"
-                )))
-            });
-        let now = Utc::now();
-        let mut changed = true;
-        let report_key;
-        match result {
-            Ok(mut schema) => {
-                for t in &mut schema.tables {
-                    t.source = redactor.redact(&t.source);
-                }
-                let fp = fingerprint(&schema);
-                changed =
-                    state.fingerprint.as_deref() != Some(fp.as_str()) || state.failure.is_some();
-                state.schema = Some(schema);
-                state.fingerprint = Some(fp.clone());
-                state.refreshed_at = Some(now);
-                state.failure = None;
-                report_key = fp;
-            }
-            Err(e) => {
-                let message = redactor.redact(&e.message);
-                tracing::warn!(connection = %id, class = ?e.class, error = %message, "schema discovery failed");
-                state.failure = Some(SchemaFailure {
-                    at: now,
-                    class: class_name(e.class),
-                    message: message.clone(),
-                });
-                report_key = format!("failure:{}:{message}", class_name(e.class));
-            }
+        let result = target.discover().await;
+        if let Err(e) = &result {
+            tracing::warn!(connection = %id, class = ?e.class, error = %e.message, "schema discovery failed");
         }
+        let (mut state, changed, report_key) =
+            invoke::discovered_state(self.store.load(&id), result);
         let needs_report = state.reported.as_deref() != Some(report_key.as_str());
         if needs_report && let Some(sink) = rt.report_sink() {
             match sink.report_schema(snapshot.agent.as_str(), &state) {

@@ -291,3 +291,42 @@ fn continue_on_error_turns_a_failed_task_into_a_warning() {
     assert_eq!(j.code, 0);
     assert_eq!(j.json()["runs"][0]["status"], "failed");
 }
+
+/// `connagent schema` records a failed discovery as `RefreshSchema` does (beside the last good
+/// schema), and a later success clears it.
+#[test]
+fn the_cli_schema_command_stores_failures_and_successes() {
+    let ws = workspace(json!({"Path": "in/people.csv"}));
+    ws.write("in/people.csv", "id,name\n1,Ann\n");
+    let stored = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(ws.path("Work/Schemas/people.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(ws.run(&["schema", "People"]).code, 0);
+    let first = stored();
+    assert!(first["failure"].is_null(), "{first}");
+    assert_eq!(first["schema"]["tables"][0]["columns"][1]["name"], "name");
+    std::fs::remove_file(ws.path("in/people.csv")).unwrap();
+    let out = ws.run(&["schema", "People"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("schema discovery failed (Config)"),
+        "{}",
+        out.stderr
+    );
+    let failed = stored();
+    assert_eq!(failed["failure"]["class"], "config", "{failed}");
+    assert!(
+        failed["failure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not exist")),
+        "{failed}"
+    );
+    // The last good schema stays beside the failure.
+    assert_eq!(failed["schema"], first["schema"]);
+    ws.write("in/people.csv", "id,name,city\n1,Ann,Oslo\n");
+    assert_eq!(ws.run(&["schema", "People"]).code, 0);
+    let again = stored();
+    assert!(again["failure"].is_null(), "{again}");
+    assert_eq!(again["schema"]["tables"][0]["columns"][2]["name"], "city");
+}
