@@ -1011,38 +1011,14 @@ fn spawn_progress(
     (handle, stop)
 }
 
-/// SIGTERM and SIGINT, registered once at start (before READY=1), so that no signal arrives to
-/// a process that has not yet decided what to do with it.
-struct StopSignals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(StopSignals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn next(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
-}
-
-/// `serve` (full = false) and `run` (full = true).
+/// `serve` (full = false) and `run` (full = true): the signals first (none is lost while the
+/// configuration loads), then the configuration, the logging it sets, the daemon built and
+/// announced on stdout, and run until stopped.
 async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
-    use crate::grpc::{control_plane::ControlPlaneClient, server};
-    use crate::runtime::{ReportSink, sdnotify};
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut stop_signals, mut hup) = match (StopSignals::new(), signal(SignalKind::hangup())) {
-        (Ok(s), Ok(h)) => (s, h),
-        (Err(e), _) | (_, Err(e)) => {
+    use crate::daemon::{Daemon, DaemonError, Signals};
+    let signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
             err_line!("error: cannot handle signals: {e}");
             return EXIT_FAILED;
         }
@@ -1053,184 +1029,38 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     };
     let settings = loaded.snapshot.daemon.clone();
     init_logging(settings.log_json, &settings.log_level);
-    if let Err(e) = server::check_security(&loaded.snapshot.grpc) {
+    let exit = |e: DaemonError| {
         err_line!("error: {e}");
-        return EXIT_CONFIG;
-    }
-    let grpc_settings = loaded.snapshot.grpc.clone();
-    let rt = crate::runtime::Runtime::new(loaded, registry);
-    let snapshot = rt.snapshot();
-    // Partial files left by a crash go now (each under its connection's lock).
-    for p in crate::export::clean_stale_partials(&snapshot) {
-        tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
-    }
-    let mut reporter = None;
-    if let Some(cp) = snapshot.control_plane.clone() {
-        let client = ControlPlaneClient::new(&snapshot.work_folder, cp);
-        if let Err(e) = client.start(rt.clone()) {
-            err_line!("error: {e}");
-            return EXIT_CONFIG;
-        }
-        rt.set_report_sink(client.clone());
-        // Runs cut short by the previous stop are reported now.
-        for r in rt.runs.take_interrupted() {
-            if let Err(e) = client.report_run(snapshot.agent.as_str(), &r) {
-                tracing::error!(run = %r.id, error = %e, "run report not queued");
-            }
-        }
-        reporter = Some(client);
-    }
-    let bound = match server::bind(&grpc_settings).await {
-        Ok(b) => b,
-        Err(e) => {
-            err_line!("error: {e}");
-            return EXIT_FAILED;
+        if e.is_configuration() {
+            EXIT_CONFIG
+        } else {
+            EXIT_FAILED
         }
     };
-    let scheme = if grpc_settings.tls.is_some() {
-        "https"
-    } else {
-        "http"
+    let daemon = match Daemon::build(loaded, registry, full, signals).await {
+        Ok(d) => d,
+        Err(e) => return exit(e),
     };
+    let scheme = if daemon.tls() { "https" } else { "http" };
     if cli.json {
         out_line!(
             "{}",
-            json!({"listening": bound.addr.to_string(), "tls": grpc_settings.tls.is_some()})
+            json!({"listening": daemon.address().to_string(), "tls": daemon.tls()})
         );
     } else {
         out_line!(
             "connagent {}: agent {} serving gRPC on {scheme}://{}",
             env!("CARGO_PKG_VERSION"),
-            snapshot.agent,
-            bound.addr
+            daemon.agent(),
+            daemon.address()
         );
     }
     {
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
-    // Not kept while serving: a reload must be able to drop (and wipe the secrets of) the
-    // configuration the agent started with.
-    drop(snapshot);
-    rt.start_background();
-    if full {
-        crate::runtime::watch::spawn(rt.clone());
-        crate::runtime::scheduler::spawn(rt.clone());
-    }
-    {
-        let rt = rt.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = rt.stopping.cancelled() => return,
-                    s = hup.recv() => if s.is_none() { return },
-                }
-                if full {
-                    rt.reload("SIGHUP", true).await;
-                } else {
-                    tracing::warn!(
-                        "SIGHUP ignored: `connagent serve` does not reload; `connagent run` does"
-                    );
-                }
-            }
-        });
-    }
-    sdnotify::notify(&format!("READY=1\nSTATUS={}", rt.status_line()));
-    // The watchdog and the status line, from the runtime's main loop.
-    {
-        let rt = rt.clone();
-        let every = sdnotify::watchdog_interval()
-            .map(|w| w / 2)
-            .unwrap_or(Duration::from_secs(5))
-            .min(Duration::from_secs(5));
-        tokio::spawn(async move {
-            let watchdog = sdnotify::watchdog_interval().is_some();
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = rt.shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                // While stopping, the status says so (set once, not overwritten).
-                let status = if rt.stopping.is_cancelled() {
-                    String::new()
-                } else {
-                    format!("\nSTATUS={}", rt.status_line())
-                };
-                let msg = format!("{}{status}", if watchdog { "WATCHDOG=1" } else { "" });
-                let msg = msg.trim_start_matches('\n');
-                if !msg.is_empty() {
-                    sdnotify::notify(msg);
-                }
-            }
-        });
-    }
-    {
-        let rt = rt.clone();
-        tokio::spawn(async move {
-            stop_signals.next().await;
-            // Read now: the grace period may have changed by reload.
-            let grace = rt.snapshot().daemon.grace;
-            sdnotify::notify("STOPPING=1\nSTATUS=stopping: letting runs finish");
-            tracing::info!(grace = ?grace, "stopping: no new work; runs may finish within the grace period");
-            rt.stopping.cancel();
-            let deadline = tokio::time::Instant::now() + grace;
-            while rt.runs.any_active() {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => {
-                        tracing::warn!("grace period over: cancelling the runs still going (their previous files stay)");
-                        break;
-                    }
-                    _ = stop_signals.next() => {
-                        err_line!("stopping now (second signal); partial files are removed at the next start");
-                        std::process::exit(i32::from(EXIT_FAILED));
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
-            rt.runs.cancel_all();
-            rt.shutdown.cancel();
-            stop_signals.next().await;
-            err_line!("stopping now (second signal); partial files are removed at the next start");
-            std::process::exit(i32::from(EXIT_FAILED));
-        });
-    }
-    // After the stop, open calls get a grace period, then the server stops regardless.
-    let result = {
-        let shutdown = rt.shutdown.clone();
-        let serving = server::serve(bound, rt.clone());
-        tokio::pin!(serving);
-        tokio::select! {
-            r = &mut serving => r,
-            _ = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            } => {
-                tracing::warn!("open gRPC calls did not end within 10 s of the stop; closing them");
-                Ok(())
-            }
-        }
-    };
-    // Let cancelled runs remove their partial files and queue their reports.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while rt.runs.any_active() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Reports are on disk already; try to deliver them before leaving.
-    if let Some(client) = reporter {
-        let left = client.flush(Duration::from_secs(3)).await;
-        if left > 0 {
-            tracing::info!(
-                queued = left,
-                "reports stay queued on disk for the next start"
-            );
-        }
-    }
-    match result {
+    match daemon.run().await {
         Ok(()) => EXIT_OK,
-        Err(e) => {
-            err_line!("error: {e}");
-            EXIT_FAILED
-        }
+        Err(e) => exit(e),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod encoding;
 pub mod export;
 pub mod fsutil;

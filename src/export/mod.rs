@@ -1,6 +1,7 @@
 //! Export runs: which connections to export, running each package into an atomic CSV sink, and
 //! what happened. This module does not know which technology it drives.
 
+pub mod published;
 pub mod sink;
 
 use crate::config::{Connection, Deactivation, Ident, SettingsState, Snapshot};

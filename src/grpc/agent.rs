@@ -12,8 +12,7 @@ use crate::runtime::runs::{RunEventKind, StartError};
 use crate::runtime::schemas::RefreshError;
 use crate::runtime::{Event, Runtime};
 use crate::secret::Secret;
-use sha2::{Digest, Sha256};
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -62,8 +61,7 @@ fn done<T>(
 }
 
 impl AgentServiceImpl {
-    /// Stores (or removes) a secured option in the connection store, then reloads. The value is
-    /// never logged or returned; the audit line names the caller, connection and option.
+    /// Stores (or removes) a secured option (`runtime::secured`), translating to and from gRPC.
     async fn change_secured_option(
         &self,
         caller: &Caller,
@@ -71,105 +69,29 @@ impl AgentServiceImpl {
         option: &str,
         value: Option<&Secret>,
     ) -> Result<pb::SecuredOptionState, Status> {
+        use crate::runtime::secured::SecuredOptionError as E;
         let id = required("connection", connection)?;
         let option = required("option", option)?;
-        let snapshot = self.rt.snapshot();
-        let c = snapshot
-            .connection(id)
-            .ok_or_else(|| Status::not_found(format!("there is no connection {id:?}")))?;
-        let package = c.package.as_ref().ok_or_else(|| {
-            Status::failed_precondition(format!("connection {} has no known package", c.identifier))
-        })?;
-        let spec = package
-            .info()
-            .settings
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(option))
-            .filter(|s| s.may_hold_secret())
-            .ok_or_else(|| {
-                let secured: Vec<&str> = package
-                    .info()
-                    .settings
-                    .iter()
-                    .filter(|s| s.may_hold_secret())
-                    .map(|s| s.name)
-                    .collect();
-                Status::invalid_argument(format!(
-                    "{option} is not a secured option of package {}; its secured options: {}",
-                    package.info().id,
-                    if secured.is_empty() {
-                        "none".to_string()
-                    } else {
-                        secured.join(", ")
-                    }
-                ))
-            })?;
-        if matches!(spec.kind, crate::packages::spec::SettingKind::Structured) {
-            return Err(Status::invalid_argument(format!(
-                "{} is a set of keyword-value options; write it in the settings or the encrypted overlay (connagent protect), SetSecuredOption takes single values",
-                spec.name
-            )));
-        }
-        // Sections merge without case, so the XML spelling finds the settings section.
-        let section = c.identifier.to_string();
-        let settings_file = snapshot.settings_file.clone();
-        // Kept to put the store back if the new configuration is rejected.
-        let store = crate::config::encrypted::store_path_of(&settings_file);
-        let previous = std::fs::read(&store).ok();
-        let (name, option_name) = (section.clone(), spec.name);
-        let setting = value.is_some();
-        let value = value.cloned();
-        tokio::task::spawn_blocking(move || {
-            crate::config::encrypted::store_secured_option(
-                &settings_file,
-                &name,
-                option_name,
-                value.as_ref().map(Secret::expose),
-            )
-        })
-        .await
-        .map_err(|e| Status::internal(format!("the store write stopped: {e}")))?
-        .map_err(Status::failed_precondition)?;
-        tracing::info!(
-            caller = %caller.name,
-            connection = %c.identifier,
-            option = spec.name,
-            action = if setting { "set" } else { "deleted" },
-            "audit: secured option changed"
-        );
-        let outcome = self.rt.reload("secured option changed", true).await;
-        if let Some(o) = outcome.as_ref().filter(|o| !o.applied) {
-            // Put the store back as it was, so that the next start does not meet the bad value.
-            let restored = match &previous {
-                Some(bytes) => std::fs::write(&store, bytes),
-                None => std::fs::remove_file(&store),
-            };
-            let note = match restored {
-                Ok(()) => "the change was undone".to_string(),
-                Err(e) => {
-                    format!("and it could not be undone ({e}): remove it with DeleteSecuredOption")
+        let st = self
+            .rt
+            .change_secured_option(&caller.name, id, option, value)
+            .await
+            .map_err(|e| match e {
+                E::NotFound(_) => Status::not_found(e.to_string()),
+                E::NotSecured { .. } | E::KeyValueOptions(_) => {
+                    Status::invalid_argument(e.to_string())
                 }
-            };
-            return Err(Status::failed_precondition(format!(
-                "the configuration with this option was rejected, {note}: {}",
-                o.errors.join("; ")
-            )));
-        }
-        let cs = self.rt.config_state();
-        let is_set = cs
-            .snapshot
-            .connection(id)
-            .map(|c| match &c.settings {
-                SettingsState::Ok(s) => s.shown().iter().any(|v| v.name == spec.name && v.is_set),
-                _ => false,
-            })
-            .unwrap_or(false);
+                E::NoPackage(_) | E::Store(_) | E::Rejected { .. } => {
+                    Status::failed_precondition(e.to_string())
+                }
+                E::Internal(_) => Status::internal(e.to_string()),
+            })?;
         Ok(pb::SecuredOptionState {
-            connection: c.identifier.to_string(),
-            option: spec.name.to_string(),
-            is_set,
-            changed_at: Some(convert::ts(chrono::Utc::now())),
-            configuration_generation: cs.generation,
+            connection: st.connection,
+            option: st.option.to_string(),
+            is_set: st.is_set,
+            changed_at: Some(convert::ts(st.changed_at)),
+            configuration_generation: st.configuration_generation,
         })
     }
 }
@@ -697,7 +619,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<Self::ReadConnectionTableStream>, Status> {
         let caller = self.begin(&req, "ReadConnectionTable", Role::Operator)?;
         let q = req.into_inner();
-        let r = self.read_table(q);
+        let r = self.read_table(q).await;
         done("ReadConnectionTable", &caller, r)
     }
 
@@ -792,18 +714,13 @@ impl AgentServiceImpl {
         }
     }
 
-    /// Opens a published connection table by name, refusing anything else.
-    fn read_table(
+    /// Streams a published connection table (opened and checked by `export::published`).
+    async fn read_table(
         &self,
         q: pb::ReadConnectionTableRequest,
     ) -> Result<Stream<pb::TableChunk>, Status> {
-        let name = required("file", &q.file)?;
-        let bad = |why: &str| Status::invalid_argument(format!("file {name:?} {why}"));
-        if name.contains(['/', '\\', '\0']) || name.starts_with('.') || name.contains("..") {
-            return Err(bad(
-                "must be a connection table file name such as HRDb.csv, without a folder",
-            ));
-        }
+        use crate::export::published::{self, OpenError};
+        let name = required("file", &q.file)?.to_string();
         let chunk = match q.chunk_size {
             0 => 64 * 1024,
             n if n <= 1024 * 1024 => n as usize,
@@ -813,91 +730,35 @@ impl AgentServiceImpl {
                 )));
             }
         };
-        let wanted = if name.to_ascii_lowercase().ends_with(".csv") {
-            name.to_string()
-        } else {
-            format!("{name}.csv")
-        };
-        let stem = &wanted[..wanted.len() - 4];
-        let conn_part = stem.split('_').next().unwrap_or(stem);
         let snapshot = self.rt.snapshot();
-        let c = snapshot.connection(conn_part).ok_or_else(|| {
-            Status::not_found(format!(
-                "{wanted} is not a connection table: no connection {conn_part:?}"
-            ))
-        })?;
-        if !c.served {
-            return Err(Status::failed_precondition(format!(
-                "connection {} is served by another agent",
-                c.identifier
-            )));
-        }
-        let dir = snapshot.export_output_folder();
-        // The name as it is on disk (identifiers ignore case).
-        let entry = std::fs::read_dir(&dir)
-            .map_err(|_| Status::not_found(format!("{wanted} has not been published")))?
-            .flatten()
-            .find(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .eq_ignore_ascii_case(&wanted)
-            })
-            .ok_or_else(|| Status::not_found(format!("{wanted} has not been published")))?;
-        let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path)
-            .map_err(|e| Status::internal(format!("cannot read {wanted}: {e}")))?;
-        if !meta.file_type().is_file() {
-            return Err(Status::failed_precondition(format!(
-                "{wanted} is {}, not a regular file; only published connection tables are served",
-                crate::fsutil::kind_of(meta.file_type())
-            )));
-        }
-        let mut f = std::fs::File::open(&path)
-            .map_err(|e| Status::internal(format!("cannot open {wanted}: {e}")))?;
-        // The file opened must be the one checked (no swap in between).
-        let opened = f.metadata().map_err(|e| Status::internal(e.to_string()))?;
-        {
-            use std::os::unix::fs::MetadataExt;
-            if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
-                return Err(Status::aborted(format!(
-                    "{wanted} changed while it was opened; try again"
-                )));
-            }
-        }
-        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let table = tokio::task::spawn_blocking(move || published::open(&snapshot, &name))
+            .await
+            .map_err(|e| Status::internal(format!("opening the table stopped: {e}")))?
+            .map_err(|e| match e {
+                OpenError::BadName(_) => Status::invalid_argument(e.to_string()),
+                OpenError::NoConnection(..) | OpenError::NotPublished(_) => {
+                    Status::not_found(e.to_string())
+                }
+                OpenError::OtherAgent(_) | OpenError::NotRegular { .. } => {
+                    Status::failed_precondition(e.to_string())
+                }
+                OpenError::Changed(_) => Status::aborted(e.to_string()),
+                OpenError::Io(..) => Status::internal(e.to_string()),
+            })?;
         let (tx, out) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
+            let published::PublishedTable {
+                file_name,
+                mut file,
+                size,
+                sha256,
+            } = table;
             let send = |m: Result<pb::TableChunk, Status>| tx.blocking_send(m).is_ok();
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            let mut buf = vec![0u8; chunk.max(64 * 1024)];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        hasher.update(&buf[..n]);
-                        size += n as u64;
-                    }
-                    Err(e) => {
-                        send(Err(Status::internal(format!(
-                            "cannot read {file_name}: {e}"
-                        ))));
-                        return;
-                    }
-                }
-            }
-            let sha256 = hex::encode(hasher.finalize());
-            if let Err(e) = f.rewind() {
-                send(Err(Status::internal(format!(
-                    "cannot read {file_name}: {e}"
-                ))));
-                return;
-            }
             let mut buf = vec![0u8; chunk];
             let mut offset = 0u64;
             let mut first = true;
             loop {
-                let n = match f.read(&mut buf) {
+                let n = match file.read(&mut buf) {
                     Ok(n) => n,
                     Err(e) => {
                         send(Err(Status::internal(format!(

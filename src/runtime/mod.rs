@@ -7,6 +7,7 @@ pub mod runs;
 pub mod scheduler;
 pub mod schemas;
 pub mod sdnotify;
+pub mod secured;
 pub mod state;
 pub mod watch;
 
