@@ -45,29 +45,49 @@ pub fn key_path(root: &Map<String, Value>, dir: &Path) -> PathBuf {
     }
 }
 
+/// Why the agent's key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "the key file {path} can be read or written by other users (mode {mode:o}); it must be readable by the agent's user only: run `chmod 600 {path}`"
+    )]
+    Permissions { path: String, mode: u32 },
+    #[error(
+        "cannot read the key file {path}: {reason}; run `connagent keygen`, or set Secrets:KeyFile"
+    )]
+    Unreadable { path: String, reason: String },
+    #[error("the key file {0} holds no age X25519 identity (AGE-SECRET-KEY-1...)")]
+    NotAKey(String),
+}
+
+impl From<KeyError> for String {
+    fn from(e: KeyError) -> String {
+        e.to_string()
+    }
+}
+
 /// Reads the agent's identity. A key file that other users may read is refused (as ssh refuses
 /// such a private key): whoever reads it can decrypt every protected value.
-pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, String> {
+pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, KeyError> {
+    let shown = || path.display().to_string();
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(m) = std::fs::metadata(path)
             && m.permissions().mode() & 0o077 != 0
         {
-            return Err(format!(
-                "the key file {} can be read or written by other users (mode {:o}); it must be readable by the agent's user only: run `chmod 600 {}`",
-                path.display(),
-                m.permissions().mode() & 0o777,
-                path.display()
-            ));
+            return Err(KeyError::Permissions {
+                path: shown(),
+                mode: m.permissions().mode() & 0o777,
+            });
         }
     }
     // The key file's text is the private key: wiped once parsed.
     let text = Zeroizing::new(
         read_limited_text(path, limits::VALUE_FILE, "a key file").map_err(|e| {
-            format!(
-                "cannot read the key file {}: {e}; run `connagent keygen`, or set Secrets:KeyFile",
-                path.display()
-            )
+            KeyError::Unreadable {
+                path: shown(),
+                reason: e.to_string(),
+            }
         })?,
     );
     let line = text
@@ -75,12 +95,8 @@ pub fn read_identity(path: &Path) -> Result<age::x25519::Identity, String> {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .unwrap_or_default();
-    line.parse::<age::x25519::Identity>().map_err(|_| {
-        format!(
-            "the key file {} holds no age X25519 identity (AGE-SECRET-KEY-1...)",
-            path.display()
-        )
-    })
+    line.parse::<age::x25519::Identity>()
+        .map_err(|_| KeyError::NotAKey(shown()))
 }
 
 /// Writes `content` to `path` through a temporary file (mode 0600), then renames it.

@@ -7,7 +7,7 @@ use super::proto as pb;
 use super::proto::control_plane_service_client::ControlPlaneServiceClient;
 use crate::config::ControlPlaneSettings;
 use crate::runtime::runs::RunRecord;
-use crate::runtime::{ReportSink, Runtime};
+use crate::runtime::{ReportError, ReportSink, Runtime};
 use crate::schema::SchemaState;
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -95,7 +95,7 @@ impl ControlPlaneClient {
 
     /// Numbers and queues a report, under one lock: files appear in sequence order, so the
     /// sender never sees report N+1 before report N.
-    fn enqueue(&self, kind: u8, body: impl FnOnce(u64) -> Vec<u8>) -> Result<(), String> {
+    fn enqueue(&self, kind: u8, body: impl FnOnce(u64) -> Vec<u8>) -> Result<(), ReportError> {
         let mut seq = self.sequence.lock().unwrap_or_else(|p| p.into_inner());
         let next = *seq + 1;
         let path = self.outbox.join(format!("{next:020}.report"));
@@ -103,7 +103,10 @@ impl ControlPlaneClient {
         bytes.extend(body(next));
         std::fs::create_dir_all(&self.outbox)
             .and_then(|()| crate::fsutil::write_atomically(&path, &bytes))
-            .map_err(|e| format!("cannot queue a report in {}: {e}", path.display()))?;
+            .map_err(|source| ReportError {
+                path: path.display().to_string(),
+                source,
+            })?;
         *seq = next;
         // The queued files also carry the number; the saved counter only helps after the outbox
         // has been emptied.
@@ -298,7 +301,7 @@ impl ControlPlaneClient {
 }
 
 impl ReportSink for ControlPlaneClient {
-    fn report_schema(&self, agent: &str, state: &SchemaState) -> Result<(), String> {
+    fn report_schema(&self, agent: &str, state: &SchemaState) -> Result<(), ReportError> {
         use pb::schema_report::Outcome;
         let outcome = match (&state.failure, &state.schema) {
             (Some(f), _) if state.refreshed_at.is_none_or(|ok| f.at > ok) => {
@@ -327,7 +330,7 @@ impl ReportSink for ControlPlaneClient {
         })
     }
 
-    fn report_run(&self, agent: &str, run: &RunRecord) -> Result<(), String> {
+    fn report_run(&self, agent: &str, run: &RunRecord) -> Result<(), ReportError> {
         self.enqueue(KIND_RUN, |sequence| {
             pb::RunReport {
                 agent_identifier: agent.to_string(),

@@ -69,11 +69,19 @@ pub struct TimedEvent {
     pub event: Event,
 }
 
+/// A report that could not be queued durably; the caller may try again later.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot queue a report in {path}: {source}")]
+pub struct ReportError {
+    pub path: String,
+    pub source: std::io::Error,
+}
+
 /// Where reports to the control plane go (the gRPC client queues them on disk). `Ok` means the
 /// report is queued durably; an error means it was not, and the caller may try again later.
 pub trait ReportSink: Send + Sync {
-    fn report_schema(&self, agent: &str, state: &SchemaState) -> Result<(), String>;
-    fn report_run(&self, agent: &str, run: &RunRecord) -> Result<(), String>;
+    fn report_schema(&self, agent: &str, state: &SchemaState) -> Result<(), ReportError>;
+    fn report_run(&self, agent: &str, run: &RunRecord) -> Result<(), ReportError>;
 }
 
 pub struct Runtime {

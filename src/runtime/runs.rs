@@ -374,123 +374,156 @@ impl Runtime {
         };
         registry.persist(&record);
         registry.trim();
-        let send = {
-            let tx = tx.clone();
-            let id = record.id.clone();
-            move |kind: RunEventKind| {
-                let _ = tx.send(RunEvent {
-                    run_id: id.clone(),
-                    at: Utc::now(),
-                    kind,
-                });
-            }
+        let send = EventSender {
+            tx: tx.clone(),
+            run_id: record.id.clone(),
         };
-        send(RunEventKind::Accepted(record.clone()));
+        send.send(RunEventKind::Accepted(record.clone()));
         self.emit(Event::Run(record.clone()));
-
-        let rt = self.clone();
-        let mut record_task = record.clone();
-        tokio::spawn(async move {
-            let registry = rt.runs.clone();
-            let permit = tokio::select! {
-                p = registry.slots.clone().acquire_owned() => p.ok(),
-                _ = cancel.cancelled() => None,
-            };
-            if permit.is_none() || rt.stopping.is_cancelled() {
-                record_task.state = RunState::Cancelled;
-                record_task.failure_class = Some(FailureClass::Cancelled);
-                record_task.error = Some(if permit.is_none() {
-                    "cancelled before it started".into()
-                } else {
-                    "not started: the agent is stopping".into()
-                });
-            } else {
-                record_task.state = RunState::Running;
-                record_task.started_at = Some(Utc::now());
-                registry.update(&record_task);
-                rt.emit(Event::Run(record_task.clone()));
-                let started_hook = {
-                    let send = send.clone();
-                    move |file: &str| send(RunEventKind::TableStarted(file.to_string()))
-                };
-                let progress = Arc::new(Progress {
-                    on_table_started: Some(Box::new(started_hook)),
-                    ..Progress::default()
-                });
-                let ticker_stop = CancellationToken::new();
-                let ticker = {
-                    let progress = progress.clone();
-                    let send = send.clone();
-                    let stop = ticker_stop.clone();
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::select! {
-                                _ = stop.cancelled() => break,
-                                _ = tokio::time::sleep(PROGRESS_EVERY) => {}
-                            }
-                            // Every period, changed or not: a silent stream would look dead.
-                            let file = progress.table.lock().map(|t| t.clone()).unwrap_or_default();
-                            send(RunEventKind::Progress {
-                                file,
-                                rows: progress.rows.load(Ordering::Relaxed),
-                                bytes: progress.bytes.load(Ordering::Relaxed),
-                            });
-                        }
-                    })
-                };
-                let report = export::run_one(&snapshot, &run, &cancel, progress).await;
-                ticker_stop.cancel();
-                let _ = ticker.await;
-                drop(permit);
-                match report.outcome {
-                    RunOutcome::Published { tables } => {
-                        for t in &tables {
-                            let rec = table_record(t);
-                            send(RunEventKind::TablePublished(rec.clone()));
-                            record_task.tables.push(rec);
-                        }
-                        record_task.state = RunState::Succeeded;
-                    }
-                    RunOutcome::NotRun { reason } => {
-                        record_task.state = RunState::NotRun;
-                        record_task.reason = Some(reason);
-                    }
-                    RunOutcome::Failed {
-                        class,
-                        message,
-                        published,
-                    } => {
-                        record_task.state = if class == FailureClass::Cancelled {
-                            RunState::Cancelled
-                        } else {
-                            RunState::Failed
-                        };
-                        record_task.failure_class = Some(class);
-                        // Tables already renamed before a failed publish are real outputs.
-                        for t in &published {
-                            let rec = table_record(t);
-                            send(RunEventKind::TablePublished(rec.clone()));
-                            record_task.tables.push(rec);
-                        }
-                        record_task.error = Some(message);
-                    }
-                }
-            }
-            record_task.finished_at = Some(Utc::now());
-            registry.update(&record_task);
-            lock(&registry.inner).active.remove(&record_task.id);
-            if matches!(record_task.state, RunState::Succeeded | RunState::NotRun) {
-                send(RunEventKind::Finished(record_task.clone()));
-            } else {
-                send(RunEventKind::Failed(record_task.clone()));
-            }
-            rt.emit(Event::Run(record_task.clone()));
-            if let Some(sink) = rt.report_sink()
-                && let Err(e) = sink.report_run(rt.snapshot().agent.as_str(), &record_task)
-            {
-                tracing::error!(run = %record_task.id, error = %e, "run report not queued");
-            }
-        });
+        tokio::spawn(execute(
+            self.clone(),
+            snapshot,
+            run,
+            record.clone(),
+            cancel,
+            send,
+        ));
         Ok((record, rx))
+    }
+}
+
+/// Sends one run's events to its watchers.
+#[derive(Clone)]
+struct EventSender {
+    tx: broadcast::Sender<RunEvent>,
+    run_id: String,
+}
+
+impl EventSender {
+    fn send(&self, kind: RunEventKind) {
+        let _ = self.tx.send(RunEvent {
+            run_id: self.run_id.clone(),
+            at: Utc::now(),
+            kind,
+        });
+    }
+}
+
+/// A queued run: waits for a slot, exports, records the outcome, tells the watchers and the
+/// control plane.
+async fn execute(
+    rt: Arc<Runtime>,
+    snapshot: Arc<crate::config::Snapshot>,
+    run: export::PlannedRun,
+    mut record: RunRecord,
+    cancel: CancellationToken,
+    send: EventSender,
+) {
+    let registry = rt.runs.clone();
+    let permit = tokio::select! {
+        p = registry.slots.clone().acquire_owned() => p.ok(),
+        _ = cancel.cancelled() => None,
+    };
+    if permit.is_none() || rt.stopping.is_cancelled() {
+        record.state = RunState::Cancelled;
+        record.failure_class = Some(FailureClass::Cancelled);
+        record.error = Some(if permit.is_none() {
+            "cancelled before it started".into()
+        } else {
+            "not started: the agent is stopping".into()
+        });
+    } else {
+        record.state = RunState::Running;
+        record.started_at = Some(Utc::now());
+        registry.update(&record);
+        rt.emit(Event::Run(record.clone()));
+        let started_hook = {
+            let send = send.clone();
+            move |file: &str| send.send(RunEventKind::TableStarted(file.to_string()))
+        };
+        let progress = Arc::new(Progress {
+            on_table_started: Some(Box::new(started_hook)),
+            ..Progress::default()
+        });
+        let ticker_stop = CancellationToken::new();
+        let ticker = spawn_ticker(progress.clone(), send.clone(), ticker_stop.clone());
+        let report = export::run_one(&snapshot, &run, &cancel, progress).await;
+        ticker_stop.cancel();
+        let _ = ticker.await;
+        drop(permit);
+        record_outcome(&mut record, report.outcome, &send);
+    }
+    record.finished_at = Some(Utc::now());
+    registry.update(&record);
+    lock(&registry.inner).active.remove(&record.id);
+    if matches!(record.state, RunState::Succeeded | RunState::NotRun) {
+        send.send(RunEventKind::Finished(record.clone()));
+    } else {
+        send.send(RunEventKind::Failed(record.clone()));
+    }
+    rt.emit(Event::Run(record.clone()));
+    if let Some(sink) = rt.report_sink()
+        && let Err(e) = sink.report_run(rt.snapshot().agent.as_str(), &record)
+    {
+        tracing::error!(run = %record.id, error = %e, "run report not queued");
+    }
+}
+
+/// A progress event every [`PROGRESS_EVERY`], changed or not (a silent stream would look dead),
+/// until `stop`.
+fn spawn_ticker(
+    progress: Arc<Progress>,
+    send: EventSender,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+            }
+            let file = progress.table.lock().map(|t| t.clone()).unwrap_or_default();
+            send.send(RunEventKind::Progress {
+                file,
+                rows: progress.rows.load(Ordering::Relaxed),
+                bytes: progress.bytes.load(Ordering::Relaxed),
+            });
+        }
+    })
+}
+
+/// A run's outcome into its record, each published table told to the watchers.
+fn record_outcome(record: &mut RunRecord, outcome: RunOutcome, send: &EventSender) {
+    let publish = |record: &mut RunRecord, tables: &[export::PublishedTable]| {
+        for t in tables {
+            let rec = table_record(t);
+            send.send(RunEventKind::TablePublished(rec.clone()));
+            record.tables.push(rec);
+        }
+    };
+    match outcome {
+        RunOutcome::Published { tables } => {
+            publish(record, &tables);
+            record.state = RunState::Succeeded;
+        }
+        RunOutcome::NotRun { reason } => {
+            record.state = RunState::NotRun;
+            record.reason = Some(reason);
+        }
+        RunOutcome::Failed {
+            class,
+            message,
+            published,
+        } => {
+            record.state = if class == FailureClass::Cancelled {
+                RunState::Cancelled
+            } else {
+                RunState::Failed
+            };
+            record.failure_class = Some(class);
+            // Tables already renamed before a failed publish are real outputs.
+            publish(record, &published);
+            record.error = Some(message);
+        }
     }
 }

@@ -587,28 +587,10 @@ pub(super) fn parse_servers(
                 "Servers",
             );
         }
-        let auth = match m.get("AuthType") {
-            None if login.is_some() => AuthType::Basic,
-            None => AuthType::Anonymous,
-            Some(J::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "anonymous" => AuthType::Anonymous,
-                "basic" | "simple" => AuthType::Basic,
-                "negotiate" | "kerberos" | "ntlm" => AuthType::Negotiate,
-                other => {
-                    problem(
-                        format!("unknown AuthType {other:?}"),
-                        "use Anonymous or Basic",
-                        "Servers",
-                    );
-                    AuthType::Anonymous
-                }
-            },
-            Some(_) => {
-                problem(
-                    "AuthType must be text".to_string(),
-                    "use Anonymous or Basic",
-                    "Servers",
-                );
+        let auth = match auth_type(m.get("AuthType"), login.is_some()) {
+            Ok(a) => a,
+            Err(message) => {
+                problem(message, "use Anonymous or Basic", "Servers");
                 AuthType::Anonymous
             }
         };
@@ -640,31 +622,8 @@ pub(super) fn parse_servers(
                 "Servers",
             );
         }
-        match m.get("Controls") {
-            None => {}
-            Some(v) => {
-                let names: Vec<Option<&str>> = match v {
-                    J::Array(a) => a.iter().map(J::as_str).collect(),
-                    other => vec![other.as_str()],
-                };
-                for c in names {
-                    match c.map(str::trim) {
-                        Some(c)
-                            if c.eq_ignore_ascii_case("PagedResult")
-                                || c.eq_ignore_ascii_case("PagedResults") => {}
-                        Some(c) => problem(
-                            format!("unknown control {c:?}"),
-                            "the only control is PagedResult (paged results are always used)",
-                            "Servers",
-                        ),
-                        None => problem(
-                            "Controls must be a list of names".into(),
-                            "write \"Controls\": [\"PagedResult\"]",
-                            "Servers",
-                        ),
-                    }
-                }
-            }
+        for (message, hint) in control_problems(m.get("Controls")) {
+            problem(message, hint, "Servers");
         }
         servers.push(ServerConfig {
             url,
@@ -675,6 +634,51 @@ pub(super) fn parse_servers(
         });
     }
     (servers, problems)
+}
+
+/// A server's `AuthType` (absent: Basic with a Login, else Anonymous).
+fn auth_type(v: Option<&J>, has_login: bool) -> Result<AuthType, String> {
+    match v {
+        None if has_login => Ok(AuthType::Basic),
+        None => Ok(AuthType::Anonymous),
+        Some(J::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "anonymous" => Ok(AuthType::Anonymous),
+            "basic" | "simple" => Ok(AuthType::Basic),
+            "negotiate" | "kerberos" | "ntlm" => Ok(AuthType::Negotiate),
+            other => Err(format!("unknown AuthType {other:?}")),
+        },
+        Some(_) => Err("AuthType must be text".to_string()),
+    }
+}
+
+/// The problems of a server's `Controls` (the only control is PagedResult, always used).
+fn control_problems(v: Option<&J>) -> Vec<(String, &'static str)> {
+    let Some(v) = v else {
+        return Vec::new();
+    };
+    let names: Vec<Option<&str>> = match v {
+        J::Array(a) => a.iter().map(J::as_str).collect(),
+        other => vec![other.as_str()],
+    };
+    names
+        .into_iter()
+        .filter_map(|c| match c.map(str::trim) {
+            Some(c)
+                if c.eq_ignore_ascii_case("PagedResult")
+                    || c.eq_ignore_ascii_case("PagedResults") =>
+            {
+                None
+            }
+            Some(c) => Some((
+                format!("unknown control {c:?}"),
+                "the only control is PagedResult (paged results are always used)",
+            )),
+            None => Some((
+                "Controls must be a list of names".to_string(),
+                "write \"Controls\": [\"PagedResult\"]",
+            )),
+        })
+        .collect()
 }
 
 /// An attribute type (`cn`, `2.5.4.3`), with no options.

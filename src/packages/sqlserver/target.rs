@@ -179,88 +179,8 @@ pub fn parse(cs: &ConnectionString) -> Result<Target, Problem> {
             HINT,
         ));
     }
-    // Keywords: known, ignored with a note, or an error.
-    let keys: Vec<&str> = cs.keys().collect();
-    let mut ignored = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        if KNOWN.iter().any(|names| is_one_of(key, names)) {
-            continue;
-        }
-        if IGNORED.iter().any(|n| norm(n) == norm(key)) {
-            ignored.push((*key).to_string());
-            continue;
-        }
-        let after_password = i > 0 && is_one_of(keys[i - 1], PASSWORD);
-        return Err(if after_password {
-            problem(
-                format!(
-                    "part {} of the connection string (counting parts separated by ';') is not a SqlClient keyword",
-                    i + 1
-                ),
-                "if the password holds ';', quote it: Password=\"p;ss\" (a '\"' inside is doubled)",
-            )
-        } else {
-            problem(
-                format!("the keyword {key:?} is not a SqlClient keyword that connagent knows"),
-                "check its spelling; known: Server, Database, User ID, Password, Encrypt, TrustServerCertificate, HostNameInCertificate, Connect Timeout, Application Name, ApplicationIntent, Packet Size",
-            )
-        });
-    }
-    if let Some(v) = cs.plain(&["Integrated Security", "Trusted_Connection"]) {
-        let v = v.trim().to_ascii_lowercase();
-        if v == "true" || v == "yes" || v == "sspi" {
-            return Err(problem(
-                "Integrated Security (Windows authentication) is not supported on this platform: use SQL authentication",
-                "remove Integrated Security/Trusted_Connection and give User ID and Password of a SQL Server login",
-            ));
-        }
-        if v != "false" && v != "no" {
-            return Err(problem(
-                "Integrated Security must be true, false or SSPI",
-                "remove it and use SQL authentication (User ID and Password)",
-            ));
-        }
-    }
-    if let Some(a) = cs.plain(&["Authentication"]) {
-        let a = norm(a);
-        if a != "sqlpassword" {
-            return Err(problem(
-                "only Authentication=SqlPassword is supported on this platform (Azure AD and Windows authentication are not)",
-                "remove Authentication, and give User ID and Password of a SQL Server login",
-            ));
-        }
-    }
-    for (names, what) in [
-        (
-            &[
-                "AttachDBFilename",
-                "Extended Properties",
-                "Initial File Name",
-            ][..],
-            "AttachDBFilename",
-        ),
-        (&["User Instance"][..], "User Instance"),
-    ] {
-        if cs
-            .plain(names)
-            .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("false"))
-        {
-            return Err(problem(
-                format!("{what} is a LocalDB feature and is not supported"),
-                "connect to a SQL Server instance by Server=host,port",
-            ));
-        }
-    }
-    if cs
-        .plain(&["Column Encryption Setting"])
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("enabled"))
-    {
-        return Err(problem(
-            "Always Encrypted (Column Encryption Setting=Enabled) is not supported",
-            "remove Column Encryption Setting; encrypted columns are exported as their ciphertext (binary)",
-        ));
-    }
-
+    let ignored = check_keywords(cs)?;
+    refuse_unsupported(cs)?;
     let server = cs.plain(SERVER).ok_or_else(|| {
         problem(
             "the connection string names no server (Server or Data Source)",
@@ -370,6 +290,97 @@ pub fn parse(cs: &ConnectionString) -> Result<Target, Problem> {
         packet_size,
         ignored,
     })
+}
+
+/// Every keyword is known (or ignored with a note: returned); anything else is an error.
+fn check_keywords(cs: &ConnectionString) -> Result<Vec<String>, Problem> {
+    let keys: Vec<&str> = cs.keys().collect();
+    let mut ignored = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if KNOWN.iter().any(|names| is_one_of(key, names)) {
+            continue;
+        }
+        if IGNORED.iter().any(|n| norm(n) == norm(key)) {
+            ignored.push((*key).to_string());
+            continue;
+        }
+        let after_password = i > 0 && is_one_of(keys[i - 1], PASSWORD);
+        return Err(if after_password {
+            problem(
+                format!(
+                    "part {} of the connection string (counting parts separated by ';') is not a SqlClient keyword",
+                    i + 1
+                ),
+                "if the password holds ';', quote it: Password=\"p;ss\" (a '\"' inside is doubled)",
+            )
+        } else {
+            problem(
+                format!("the keyword {key:?} is not a SqlClient keyword that connagent knows"),
+                "check its spelling; known: Server, Database, User ID, Password, Encrypt, TrustServerCertificate, HostNameInCertificate, Connect Timeout, Application Name, ApplicationIntent, Packet Size",
+            )
+        });
+    }
+    Ok(ignored)
+}
+
+/// Refuses what this platform cannot do: Windows and Azure AD authentication, LocalDB features,
+/// Always Encrypted.
+fn refuse_unsupported(cs: &ConnectionString) -> Result<(), Problem> {
+    if let Some(v) = cs.plain(&["Integrated Security", "Trusted_Connection"]) {
+        let v = v.trim().to_ascii_lowercase();
+        if v == "true" || v == "yes" || v == "sspi" {
+            return Err(problem(
+                "Integrated Security (Windows authentication) is not supported on this platform: use SQL authentication",
+                "remove Integrated Security/Trusted_Connection and give User ID and Password of a SQL Server login",
+            ));
+        }
+        if v != "false" && v != "no" {
+            return Err(problem(
+                "Integrated Security must be true, false or SSPI",
+                "remove it and use SQL authentication (User ID and Password)",
+            ));
+        }
+    }
+    if let Some(a) = cs.plain(&["Authentication"]) {
+        let a = norm(a);
+        if a != "sqlpassword" {
+            return Err(problem(
+                "only Authentication=SqlPassword is supported on this platform (Azure AD and Windows authentication are not)",
+                "remove Authentication, and give User ID and Password of a SQL Server login",
+            ));
+        }
+    }
+    for (names, what) in [
+        (
+            &[
+                "AttachDBFilename",
+                "Extended Properties",
+                "Initial File Name",
+            ][..],
+            "AttachDBFilename",
+        ),
+        (&["User Instance"][..], "User Instance"),
+    ] {
+        if cs
+            .plain(names)
+            .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("false"))
+        {
+            return Err(problem(
+                format!("{what} is a LocalDB feature and is not supported"),
+                "connect to a SQL Server instance by Server=host,port",
+            ));
+        }
+    }
+    if cs
+        .plain(&["Column Encryption Setting"])
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("enabled"))
+    {
+        return Err(problem(
+            "Always Encrypted (Column Encryption Setting=Enabled) is not supported",
+            "remove Column Encryption Setting; encrypted columns are exported as their ciphertext (binary)",
+        ));
+    }
+    Ok(())
 }
 
 /// `tcp:host,port`, `host\instance`, `host`, `.`, `(local)`, `[::1],1433`.
