@@ -72,6 +72,132 @@ pub const READ_TIMEOUT: SettingSpec = SettingSpec {
     description: "Seconds the agent waits for the next data from the server while a query runs (its first row included) before it gives up, so that a stopped server or a cut network ends the export instead of hanging it. 0: no limit.",
 };
 
+pub const SCHEMA_FILTER: SettingSpec = SettingSpec {
+    name: "SchemaFilter",
+    section: Section::Additional,
+    kind: SettingKind::TextList,
+    default: None,
+    required: false,
+    secured: false,
+    description: "Schemas whose tables discovery lists (patterns with * and ?); all (but the system schemas) when empty.",
+};
+
+pub const TABLE_FILTER: SettingSpec = SettingSpec {
+    name: "TableFilter",
+    section: Section::Additional,
+    kind: SettingKind::TextList,
+    default: None,
+    required: false,
+    secured: false,
+    description: "Tables and views that discovery lists (patterns with * and ?); all when empty.",
+};
+
+/// Whether discovery lists table `table` of schema `schema`: `SchemaFilter` and `TableFilter`
+/// (patterns with `*` and `?`, compared without case; an empty filter lets everything through).
+pub fn discovery_lists(settings: &Settings, schema: &str, table: &str) -> bool {
+    let passes = |setting: &str, name: &str| {
+        let patterns = settings.list(setting);
+        patterns.is_empty() || patterns.iter().any(|p| glob(p, name))
+    };
+    passes("SchemaFilter", schema) && passes("TableFilter", table)
+}
+
+/// Discovery's list of the source's tables and views, built from catalog rows that come in
+/// (schema, table, column) order: every table's keys are kept (the configured `Table` entries
+/// need them, listed or not), and the tables `SchemaFilter`/`TableFilter` let through are listed.
+pub struct Catalog {
+    tables: Vec<crate::schema::SchemaTable>,
+    keys: std::collections::HashMap<(String, String), Vec<(String, crate::schema::KeyType)>>,
+    /// Whether names compare without case (SQL Server) or exactly (PostgreSQL).
+    ignore_case: bool,
+    default_schema: &'static str,
+}
+
+impl Catalog {
+    pub fn new(ignore_case: bool, default_schema: &'static str) -> Self {
+        Catalog {
+            tables: Vec::new(),
+            keys: Default::default(),
+            ignore_case,
+            default_schema,
+        }
+    }
+
+    fn key_of(&self, schema: &str, table: &str) -> (String, String) {
+        if self.ignore_case {
+            (schema.to_lowercase(), table.to_lowercase())
+        } else {
+            (schema.to_string(), table.to_string())
+        }
+    }
+
+    /// One column of `schema.table` (a view when `is_view`).
+    pub fn add(
+        &mut self,
+        settings: &Settings,
+        schema: &str,
+        table: &str,
+        is_view: bool,
+        column: crate::schema::SchemaColumn,
+    ) {
+        let key = self.key_of(schema, table);
+        self.keys
+            .entry(key)
+            .or_default()
+            .push((column.name.clone(), column.key_type));
+        if !discovery_lists(settings, schema, table) {
+            return;
+        }
+        let name = format!("{schema}.{table}");
+        if self.tables.last().is_none_or(|t| t.name != name) {
+            self.tables.push(crate::schema::SchemaTable {
+                name,
+                source: if is_view { "view" } else { "table" }.into(),
+                columns: Vec::new(),
+                source_table: true,
+            });
+        }
+        if let Some(t) = self.tables.last_mut() {
+            t.columns.push(column);
+        }
+    }
+
+    /// The key type of `column` in the table a query reads (`Table` entries only: a query's
+    /// columns have none).
+    pub fn key_type(&self, source: &QuerySource, column: &str) -> crate::schema::KeyType {
+        let QuerySource::Table(t) = source else {
+            return crate::schema::KeyType::None;
+        };
+        let (schema, table) = t.rsplit_once('.').unwrap_or((self.default_schema, t));
+        self.keys
+            .get(&self.key_of(schema, table))
+            .and_then(|cols| {
+                cols.iter().find(|(n, _)| {
+                    if self.ignore_case {
+                        n.eq_ignore_ascii_case(column)
+                    } else {
+                        n == column
+                    }
+                })
+            })
+            .map(|(_, k)| *k)
+            .unwrap_or_default()
+    }
+
+    pub fn into_tables(self) -> Vec<crate::schema::SchemaTable> {
+        self.tables
+    }
+}
+
+/// A catalog's key code: 1 primary, 2 unique (single-column), else none.
+pub fn key_type_of(code: i64) -> crate::schema::KeyType {
+    match code {
+        1 => crate::schema::KeyType::Primary,
+        2 => crate::schema::KeyType::Unique,
+        _ => crate::schema::KeyType::None,
+    }
+}
+
 /// The longest `Timeout` accepted: a week.
 pub const MAX_TIMEOUT_SECONDS: i64 = 7 * 24 * 3600;
 

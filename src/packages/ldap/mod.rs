@@ -84,7 +84,6 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Search
 use serde_json::Value as J;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -310,10 +309,6 @@ impl Package for LdapPackage {
             Ok(_) => Vec::new(),
             Err(problems) => problems,
         }
-    }
-
-    fn source_paths(&self, _settings: &Settings) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
     }
 
     async fn test(&self, conn: &ConnectionRef) -> Result<TestReport, PackageError> {

@@ -32,57 +32,30 @@ pub(super) async fn discover(conn: &ConnectionRef) -> Result<Schema, PackageErro
         Ok(r) => r,
         Err(e) => return Err(session.error(&e, what, None, false).await),
     };
-    let schemas = conn.settings.list("SchemaFilter");
-    let tables = conn.settings.list("TableFilter");
-    let mut catalog: Vec<SchemaTable> = Vec::new();
-    // Keys of every table, for the configured `Table` entries too.
-    let mut keys: std::collections::HashMap<(String, String), Vec<(String, KeyType)>> =
-        Default::default();
+    let mut catalog = sql::Catalog::new(false, "public");
     for r in &rows {
         let get = |i: usize| r.try_get::<_, String>(i).unwrap_or_default();
         let (nsp, rel, kind, att, fmt) = (get(0), get(1), get(2), get(3), get(4));
         let notnull: bool = r.try_get(5).unwrap_or(false);
         let oid: u32 = r.try_get(6).unwrap_or(0);
-        let key = match r.try_get::<_, i32>(7).unwrap_or(0) {
-            1 => KeyType::Primary,
-            2 => KeyType::Unique,
-            _ => KeyType::None,
-        };
-        keys.entry((nsp.clone(), rel.clone()))
-            .or_default()
-            .push((att.clone(), key));
-        if !schemas.is_empty() && !schemas.iter().any(|p| sql::glob(p, &nsp)) {
-            continue;
-        }
-        if !tables.is_empty() && !tables.iter().any(|p| sql::glob(p, &rel)) {
-            continue;
-        }
-        let name = format!("{nsp}.{rel}");
-        if catalog.last().is_none_or(|t| t.name != name) {
-            catalog.push(SchemaTable {
-                name: name.clone(),
-                source: if kind == "v" || kind == "m" {
-                    "view".into()
-                } else {
-                    "table".into()
-                },
-                columns: Vec::new(),
-                source_table: true,
-            });
-        }
         let (value_type, multivalued) = Type::from_oid(oid)
             .map(|t| types::value_type(&t))
             .unwrap_or((crate::schema::ValueType::String, false));
-        if let Some(t) = catalog.last_mut() {
-            t.columns.push(SchemaColumn {
-                name: att,
-                value_type,
-                key_type: key,
-                multivalued,
-                nullable: Some(!notnull),
-                source_type: Some(fmt),
-            });
-        }
+        let column = SchemaColumn {
+            name: att,
+            value_type,
+            key_type: sql::key_type_of(i64::from(r.try_get::<_, i32>(7).unwrap_or(0))),
+            multivalued,
+            nullable: Some(!notnull),
+            source_type: Some(fmt),
+        };
+        catalog.add(
+            &conn.settings,
+            &nsp,
+            &rel,
+            kind == "v" || kind == "m",
+            column,
+        );
     }
     let mut out = Vec::new();
     for q in sql::table_queries(&conn.settings)? {
@@ -92,16 +65,6 @@ pub(super) async fn discover(conn: &ConnectionRef) -> Result<Schema, PackageErro
         {
             Ok(s) => s,
             Err(e) => return Err(session.error(&e, &q.describe(), None, true).await),
-        };
-        let table_keys = match &q.source {
-            QuerySource::Table(t) => {
-                let (nsp, rel) = t
-                    .rsplit_once('.')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .unwrap_or(("public".into(), t.clone()));
-                keys.get(&(nsp, rel)).cloned().unwrap_or_default()
-            }
-            QuerySource::Sql(_) => Vec::new(),
         };
         out.push(SchemaTable {
             name: sql::table_name(id, &q),
@@ -114,11 +77,7 @@ pub(super) async fn discover(conn: &ConnectionRef) -> Result<Schema, PackageErro
                     SchemaColumn {
                         name: c.name().to_string(),
                         value_type,
-                        key_type: table_keys
-                            .iter()
-                            .find(|(n, _)| n == c.name())
-                            .map(|(_, k)| *k)
-                            .unwrap_or_default(),
+                        key_type: catalog.key_type(&q.source, c.name()),
                         multivalued,
                         nullable: None,
                         source_type: Some(c.type_().name().to_string()),
@@ -128,7 +87,7 @@ pub(super) async fn discover(conn: &ConnectionRef) -> Result<Schema, PackageErro
             source_table: false,
         });
     }
-    out.extend(catalog);
+    out.extend(catalog.into_tables());
     Ok(Schema {
         connection: id.to_string(),
         package: INFO.id.to_string(),

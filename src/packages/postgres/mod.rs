@@ -15,17 +15,16 @@ use target::*;
 use crate::packages::connstr::{ConnectionString, Part};
 
 use crate::packages::spec::{Section, SettingKind, SettingSpec, Settings};
-use crate::packages::sql::{self, QuerySource, TableQuery};
+use crate::packages::sql::{self, TableQuery};
 use crate::packages::value::Value;
 use crate::packages::{
     Category, ConnectionRef, ExportMode, ExportOutcome, Package, PackageError, PackageInfo,
     Problem, RowSink, TestReport,
 };
-use crate::schema::{KeyType, Schema, SchemaColumn, SchemaTable};
+use crate::schema::{Schema, SchemaColumn, SchemaTable};
 use async_trait::async_trait;
 use chrono::Utc;
 use postgres_types::{FromSql, Type};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::config::SslMode;
@@ -71,24 +70,8 @@ const SETTINGS: &[SettingSpec] = &[
         secured: false,
         description: "PEM file of the CA that signs the server's certificate (TLS); the public web roots are trusted too.",
     },
-    SettingSpec {
-        name: "SchemaFilter",
-        section: Section::Additional,
-        kind: SettingKind::TextList,
-        default: None,
-        required: false,
-        secured: false,
-        description: "Schemas whose tables discovery lists (patterns with * and ?); all but the system schemas when empty.",
-    },
-    SettingSpec {
-        name: "TableFilter",
-        section: Section::Additional,
-        kind: SettingKind::TextList,
-        default: None,
-        required: false,
-        secured: false,
-        description: "Tables and views that discovery lists (patterns with * and ?); all when empty.",
-    },
+    sql::SCHEMA_FILTER,
+    sql::TABLE_FILTER,
 ];
 
 static INFO: PackageInfo = PackageInfo {
@@ -121,10 +104,6 @@ impl Package for PostgresPackage {
             ));
         }
         problems
-    }
-
-    fn source_paths(&self, _settings: &Settings) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
     }
 
     async fn test(&self, conn: &ConnectionRef) -> Result<TestReport, PackageError> {

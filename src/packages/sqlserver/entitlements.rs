@@ -26,7 +26,6 @@ use crate::schema::{Schema, SchemaColumn, SchemaTable};
 use crate::secret::Redactor;
 use async_trait::async_trait;
 use chrono::Utc;
-use std::path::PathBuf;
 
 pub struct SqlServerEntitlementsPackage;
 
@@ -173,10 +172,6 @@ impl Package for SqlServerEntitlementsPackage {
             }
         }
         problems
-    }
-
-    fn source_paths(&self, _settings: &Settings) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
     }
 
     async fn test(&self, conn: &ConnectionRef) -> Result<TestReport, PackageError> {

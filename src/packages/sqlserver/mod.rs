@@ -11,16 +11,15 @@ pub mod target;
 pub mod types;
 
 use super::spec::{Section, SettingKind, SettingSpec, Settings};
-use super::sql::{self, QuerySource, TableQuery};
+use super::sql::{self, TableQuery};
 use super::{
     Category, ConnectionRef, ExportMode, ExportOutcome, Package, PackageError, PackageInfo,
     Problem, RowSink, TableWriter, TestReport, Value,
 };
-use crate::schema::{KeyType, Schema, SchemaColumn, SchemaTable};
+use crate::schema::{Schema, SchemaColumn, SchemaTable};
 use crate::secret::Redactor;
 use async_trait::async_trait;
 use chrono::Utc;
-use std::path::PathBuf;
 use std::time::Duration;
 use target::{Encrypt, Target};
 use tiberius::{AuthMethod, Client, ColumnType, EncryptionLevel, QueryItem};
@@ -91,24 +90,8 @@ const SETTINGS: &[SettingSpec] = &[
     },
     BROWSER_PORT,
     CA_FILE,
-    SettingSpec {
-        name: "SchemaFilter",
-        section: Section::Additional,
-        kind: SettingKind::TextList,
-        default: None,
-        required: false,
-        secured: false,
-        description: "Schemas whose tables discovery lists (patterns with * and ?); all when empty.",
-    },
-    SettingSpec {
-        name: "TableFilter",
-        section: Section::Additional,
-        kind: SettingKind::TextList,
-        default: None,
-        required: false,
-        secured: false,
-        description: "Tables and views that discovery lists (patterns with * and ?); all when empty.",
-    },
+    sql::SCHEMA_FILTER,
+    sql::TABLE_FILTER,
 ];
 
 static INFO: PackageInfo = PackageInfo {
@@ -570,10 +553,6 @@ impl Package for SqlServerPackage {
         problems
     }
 
-    fn source_paths(&self, _settings: &Settings) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
-    }
-
     async fn test(&self, conn: &ConnectionRef) -> Result<TestReport, PackageError> {
         let redactor = conn.settings.redactor();
         let (mut client, t) = connect(&conn.settings).await?;
@@ -634,11 +613,7 @@ impl Package for SqlServerPackage {
         let redactor = conn.settings.redactor();
         let (mut client, _) = connect(&conn.settings).await?;
         let id = conn.identifier.as_str();
-        let schemas = conn.settings.list("SchemaFilter");
-        let tables = conn.settings.list("TableFilter");
-        let mut catalog: Vec<SchemaTable> = Vec::new();
-        let mut keys: std::collections::HashMap<(String, String), Vec<(String, KeyType)>> =
-            Default::default();
+        let mut catalog = sql::Catalog::new(true, "dbo");
         {
             let mut stream = client
                 .simple_query(CATALOG)
@@ -657,69 +632,27 @@ impl Package for SqlServerPackage {
                 let (max_length, precision, scale) =
                     (cell_i64(&r, 5), cell_i64(&r, 6), cell_i64(&r, 7));
                 let nullable = cell_i64(&r, 8) != 0;
-                let key = match cell_i64(&r, 9) {
-                    1 => KeyType::Primary,
-                    2 => KeyType::Unique,
-                    _ => KeyType::None,
+                let column = SchemaColumn {
+                    name: col,
+                    value_type: types::value_type_of_name(&ty),
+                    key_type: sql::key_type_of(cell_i64(&r, 9)),
+                    multivalued: false,
+                    nullable: Some(nullable),
+                    source_type: Some(type_text(&ty, max_length, precision, scale)),
                 };
-                keys.entry((sch.to_lowercase(), rel.to_lowercase()))
-                    .or_default()
-                    .push((col.clone(), key));
-                if !schemas.is_empty() && !schemas.iter().any(|p| sql::glob(p, &sch)) {
-                    continue;
-                }
-                if !tables.is_empty() && !tables.iter().any(|p| sql::glob(p, &rel)) {
-                    continue;
-                }
-                let name = format!("{sch}.{rel}");
-                if catalog.last().is_none_or(|t| t.name != name) {
-                    catalog.push(SchemaTable {
-                        name: name.clone(),
-                        source: if kind.trim() == "V" {
-                            "view".into()
-                        } else {
-                            "table".into()
-                        },
-                        columns: Vec::new(),
-                        source_table: true,
-                    });
-                }
-                if let Some(t) = catalog.last_mut() {
-                    t.columns.push(SchemaColumn {
-                        name: col,
-                        value_type: types::value_type_of_name(&ty),
-                        key_type: key,
-                        multivalued: false,
-                        nullable: Some(nullable),
-                        source_type: Some(type_text(&ty, max_length, precision, scale)),
-                    });
-                }
+                catalog.add(&conn.settings, &sch, &rel, kind.trim() == "V", column);
             }
         }
         let mut out = Vec::new();
         for q in sql::table_queries(&conn.settings)? {
             let cols = describe(&mut client, &q, &redactor).await?;
-            let table_keys = match &q.source {
-                QuerySource::Table(t) => {
-                    let (sch, rel) = t
-                        .rsplit_once('.')
-                        .map(|(a, b)| (a.to_lowercase(), b.to_lowercase()))
-                        .unwrap_or(("dbo".into(), t.to_lowercase()));
-                    keys.get(&(sch, rel)).cloned().unwrap_or_default()
-                }
-                QuerySource::Sql(_) => Vec::new(),
-            };
             out.push(SchemaTable {
                 name: sql::table_name(id, &q),
                 source: q.describe(),
                 columns: cols
                     .into_iter()
                     .map(|c| SchemaColumn {
-                        key_type: table_keys
-                            .iter()
-                            .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
-                            .map(|(_, k)| *k)
-                            .unwrap_or_default(),
+                        key_type: catalog.key_type(&q.source, &c.name),
                         value_type: types::value_type_of_name(&c.type_name),
                         name: c.name,
                         multivalued: false,
@@ -730,7 +663,7 @@ impl Package for SqlServerPackage {
                 source_table: false,
             });
         }
-        out.extend(catalog);
+        out.extend(catalog.into_tables());
         Ok(Schema {
             connection: id.to_string(),
             package: INFO.id.to_string(),
