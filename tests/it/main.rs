@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod architecture;
 mod csv_package;
 mod daemon;
 mod fuzz;
