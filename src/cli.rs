@@ -1045,14 +1045,25 @@ async fn daemon(cli: &Cli, registry: Arc<Registry>, full: bool) -> u8 {
     if cli.json {
         out_line!(
             "{}",
-            json!({"listening": daemon.address().to_string(), "tls": daemon.tls()})
+            json!({
+                "listening": daemon.address().map(|a| a.to_string()),
+                "tls": daemon.tls(),
+                "dialling": daemon.outbound_url(),
+            })
         );
     } else {
+        let listening = match daemon.address() {
+            Some(a) => format!("serving gRPC on {scheme}://{a}"),
+            None => "with no listening port (Grpc:Listen is empty)".to_string(),
+        };
+        let dialling = daemon
+            .outbound_url()
+            .map(|u| format!("; serving AgentService over a channel to {u}"))
+            .unwrap_or_default();
         out_line!(
-            "connagent {}: agent {} serving gRPC on {scheme}://{}",
+            "connagent {}: agent {} {listening}{dialling}",
             env!("CARGO_PKG_VERSION"),
             daemon.agent(),
-            daemon.address()
         );
     }
     {

@@ -15,8 +15,8 @@
 //! The CLI only registers [`Signals`] first, loads the configuration, prints the address and maps
 //! a [`DaemonError`] to an exit code.
 
-use crate::config::Loaded;
-use crate::grpc::{control_plane::ControlPlaneClient, server};
+use crate::config::{ControlPlaneMode, ControlPlaneSettings, Loaded};
+use crate::grpc::{channel, control_plane::ControlPlaneClient, server};
 use crate::packages::Registry;
 use crate::runtime::{ReportSink, Runtime, sdnotify};
 use std::net::SocketAddr;
@@ -91,10 +91,12 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// A built daemon: its runtime, its bound listener, its control-plane client.
+/// A built daemon: its runtime, its bound listener (none when `Grpc:Listen` is empty), its
+/// control-plane client and the outbound channel's settings.
 pub struct Daemon {
     rt: Arc<Runtime>,
-    bound: server::Bound,
+    bound: Option<server::Bound>,
+    outbound: Option<ControlPlaneSettings>,
     tls: bool,
     agent: String,
     reporter: Option<Arc<ControlPlaneClient>>,
@@ -122,6 +124,10 @@ impl Daemon {
             tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
         }
         let mut reporter = None;
+        let outbound = snapshot
+            .control_plane
+            .clone()
+            .filter(|cp| cp.mode == ControlPlaneMode::Outbound);
         if let Some(cp) = snapshot.control_plane.clone() {
             let client = ControlPlaneClient::new(&snapshot.work_folder, cp);
             client.start(rt.clone())?;
@@ -139,6 +145,7 @@ impl Daemon {
             agent: snapshot.agent.to_string(),
             rt,
             bound,
+            outbound,
             tls: grpc_settings.tls.is_some(),
             reporter,
             full,
@@ -150,8 +157,14 @@ impl Daemon {
         })
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.bound.addr
+    /// The inbound listener's address; `None` when there is no listener.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.bound.as_ref().map(|b| b.addr)
+    }
+
+    /// The control plane the agent dials (outbound mode).
+    pub fn outbound_url(&self) -> Option<&str> {
+        self.outbound.as_ref().map(|cp| cp.url.as_str())
     }
 
     pub fn tls(&self) -> bool {
@@ -167,6 +180,7 @@ impl Daemon {
         let Daemon {
             rt,
             bound,
+            outbound,
             reporter,
             full,
             stop,
@@ -177,6 +191,12 @@ impl Daemon {
         if full {
             crate::runtime::watch::spawn(rt.clone());
             crate::runtime::scheduler::spawn(rt.clone());
+        }
+        if let Some(cp) = outbound {
+            let sink = reporter
+                .clone()
+                .map(|r| r as Arc<dyn crate::runtime::ReportSink>);
+            channel::spawn(rt.clone(), cp, sink);
         }
         spawn_reloads(rt.clone(), hup, full);
         sdnotify::notify(&format!("READY=1\nSTATUS={}", rt.status_line()));
@@ -271,8 +291,16 @@ fn quit_now() -> ! {
 
 /// Serves gRPC until the stop; open calls then get [`CALLS_GRACE`], and the server stops
 /// regardless.
-async fn serve_until_stopped(rt: &Arc<Runtime>, bound: server::Bound) -> Result<(), DaemonError> {
+async fn serve_until_stopped(
+    rt: &Arc<Runtime>,
+    bound: Option<server::Bound>,
+) -> Result<(), DaemonError> {
     let shutdown = rt.shutdown.clone();
+    let Some(bound) = bound else {
+        // No listener: the outbound channel is the only way in; it ends with the stop.
+        shutdown.cancelled().await;
+        return Ok(());
+    };
     let serving = server::serve(bound, rt.clone());
     tokio::pin!(serving);
     tokio::select! {

@@ -199,7 +199,7 @@ pub fn load(
     // the daemon reloads when it appears, changes or goes.
     let read = read_settings_file(&path);
     hasher.file(&path, &read);
-    load_at(&path, read, plain, dir, diags)
+    load_at(&path, read, plain, dir, false, diags)
 }
 
 /// The connection store the central server writes (`SetSecuredOption`):
@@ -234,7 +234,7 @@ pub fn load_store(
 ) -> (Map<String, Value>, HashMap<String, String>) {
     let path = store_path(plain, dir);
     let read = read_settings_file(&path);
-    load_at(&path, read, plain, dir, diags)
+    load_at(&path, read, plain, dir, true, diags)
 }
 
 /// The overlay or the store: a regular file within the settings files' limit.
@@ -246,11 +246,15 @@ fn read_settings_file(path: &Path) -> Result<Vec<u8>, crate::fsutil::ReadError> 
     )
 }
 
+/// Reads an overlay (`plain_allowed` false: every value encrypted) or the connection store
+/// (`plain_allowed` true: plain values too, for connections created over gRPC). Decrypted values
+/// are named by their origin; the key is read only when an encrypted value is met.
 fn load_at(
     path: &Path,
     read: Result<Vec<u8>, crate::fsutil::ReadError>,
     plain: &Map<String, Value>,
     dir: &Path,
+    plain_allowed: bool,
     diags: &mut Diagnostics,
 ) -> (Map<String, Value>, HashMap<String, String>) {
     let path = path.to_path_buf();
@@ -291,19 +295,12 @@ fn load_at(
         }
     };
     let key = key_path(plain, dir);
-    let identity = match read_identity(&key) {
-        Ok(i) => i,
-        Err(e) => {
-            diags.push(
-                Diagnostic::error(Some(Origin::File(Location::file_only(&path))), e)
-                    .hint("the overlay can only be read with the key it was encrypted for"),
-            );
-            return out;
-        }
-    };
     let positions = JsonPositions::scan(&text);
     let mut walk = Walk {
-        identity: &identity,
+        key: &key,
+        identity: None,
+        key_failed: false,
+        plain_allowed,
         file: &path,
         positions: &positions,
         diags,
@@ -315,7 +312,11 @@ fn load_at(
 }
 
 struct Walk<'a> {
-    identity: &'a age::x25519::Identity,
+    key: &'a Path,
+    /// Read at the first encrypted value.
+    identity: Option<age::x25519::Identity>,
+    key_failed: bool,
+    plain_allowed: bool,
     file: &'a Path,
     positions: &'a JsonPositions,
     diags: &'a mut Diagnostics,
@@ -330,19 +331,24 @@ impl Walk<'_> {
             let setting = keys.join(":");
             let value = match v {
                 Value::Object(inner) => Some(Value::Object(self.object(inner, keys))),
-                Value::String(s) => match decrypt(self.identity, &s) {
-                    Ok(plain) => {
+                Value::String(s) if self.plain_allowed && !s.starts_with(PREFIX) => {
+                    Some(Value::String(s))
+                }
+                Value::String(s) => match self.decrypt(&s) {
+                    None => None,
+                    Some(Ok(plain)) => {
                         self.origins.insert(
                             crate::ident::key_id(keys),
                             format!("{ORIGIN_PREFIX}{setting} ({})", self.file.display()),
                         );
                         Some(Value::String(plain))
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         self.error(keys, format!("{setting} {e}"));
                         None
                     }
                 },
+                other if self.plain_allowed => Some(other),
                 _ => {
                     self.error(keys, format!("{setting} is not an encrypted string value"));
                     None
@@ -354,6 +360,23 @@ impl Walk<'_> {
             keys.pop();
         }
         out
+    }
+
+    /// Decrypts with the agent's key, read once; `None` when the key cannot be read (said once).
+    fn decrypt(&mut self, text: &str) -> Option<Result<String, String>> {
+        if self.identity.is_none() && !self.key_failed {
+            match read_identity(self.key) {
+                Ok(i) => self.identity = Some(i),
+                Err(e) => {
+                    self.key_failed = true;
+                    self.diags.push(
+                        Diagnostic::error(Some(Origin::File(Location::file_only(self.file))), e)
+                            .hint("the encrypted values can only be read with the key they were encrypted for"),
+                    );
+                }
+            }
+        }
+        self.identity.as_ref().map(|i| decrypt(i, text))
     }
 
     fn error(&mut self, keys: &[String], message: String) {
@@ -436,6 +459,85 @@ pub fn store_secured_option(
         value,
     )?;
     Ok(path)
+}
+
+/// The connection store's section `Connections:<connection>` (found without case), made if
+/// missing.
+fn store_section<'a>(
+    tree: &'a mut Map<String, Value>,
+    connection: &str,
+) -> Result<&'a mut Map<String, Value>, String> {
+    let conns_key = tree
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("Connections"))
+        .cloned()
+        .unwrap_or_else(|| "Connections".to_string());
+    let conns = tree
+        .entry(conns_key)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !conns.is_object() {
+        *conns = Value::Object(Map::new());
+    }
+    let Value::Object(conns) = conns else {
+        return Err("internal: Connections is not an object".into());
+    };
+    let key = conns
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(connection))
+        .cloned()
+        .unwrap_or_else(|| connection.to_string());
+    let section = conns
+        .entry(key)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !section.is_object() {
+        *section = Value::Object(Map::new());
+    }
+    match section {
+        Value::Object(m) => Ok(m),
+        _ => Err("internal: the section is not an object".into()),
+    }
+}
+
+/// Replaces the plain settings of `Connections:<connection>` in the connection store with
+/// `plain` (a connection managed over gRPC). Encrypted values stay unless `fresh` (a new
+/// connection starts from nothing).
+pub fn replace_plain_settings(
+    settings_file: &Path,
+    connection: &str,
+    plain: Map<String, Value>,
+    fresh: bool,
+) -> Result<(), String> {
+    let dir = settings_file.parent().unwrap_or(Path::new("."));
+    let path = store_path(&plain_settings(settings_file), dir);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let mut tree = read_overlay(&path)?;
+    let section = store_section(&mut tree, connection)?;
+    section.retain(|_, v| !fresh && v.as_str().is_some_and(|s| s.starts_with(PREFIX)));
+    for (k, v) in plain {
+        section.insert(k, v);
+    }
+    write_tree(&path, &Value::Object(tree))
+}
+
+/// Removes `Connections:<connection>` from the connection store.
+pub fn remove_section(settings_file: &Path, connection: &str) -> Result<(), String> {
+    let dir = settings_file.parent().unwrap_or(Path::new("."));
+    let path = store_path(&plain_settings(settings_file), dir);
+    let mut tree = read_overlay(&path)?;
+    if let Some(Value::Object(conns)) = tree
+        .iter_mut()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Connections"))
+        .map(|(_, v)| v)
+    {
+        conns.retain(|k, _| !k.eq_ignore_ascii_case(connection));
+    }
+    if !path.exists() {
+        return Ok(());
+    }
+    write_tree(&path, &Value::Object(tree))
 }
 
 fn set_value(path: &Path, key: &Path, segs: &[&str], value: Option<&str>) -> Result<(), String> {

@@ -15,7 +15,10 @@ pub mod xml;
 pub use crate::ident::{self, Ident};
 pub use diag::{Diagnostic, Diagnostics, Location, Origin, Severity};
 pub use model::*;
-pub use service::{ApiToken, ControlPlaneSettings, DaemonSettings, GrpcSettings, Role, TlsFiles};
+pub use service::{
+    ApiToken, ControlPlaneMode, ControlPlaneSettings, DaemonSettings, GrpcSettings, ProxySettings,
+    Role, TlsFiles,
+};
 pub use validate::{LoadOptions, load};
 
 /// The default settings file, in the working directory.

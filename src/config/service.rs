@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_HEARTBEAT_SECONDS: u64 = 30;
+pub const DEFAULT_KEEPALIVE_SECONDS: u64 = 30;
 
 /// What a gRPC caller may do. Each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -60,15 +61,41 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone)]
 pub struct GrpcSettings {
-    pub listen: SocketAddr,
+    /// The inbound listener; `None` when `Grpc:Listen` is written empty (`""`): no port at all.
+    pub listen: Option<SocketAddr>,
     pub tokens: Vec<ApiToken>,
     pub tls: Option<TlsFiles>,
+}
+
+/// How the control plane reaches `AgentService`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlPlaneMode {
+    /// The control plane calls the agent's listener (`Grpc:Listen`).
+    Inbound,
+    /// The agent keeps a connection open to the control plane and serves `AgentService` over
+    /// it (the default when `ControlPlane:Url` is set).
+    Outbound,
+}
+
+/// An HTTP CONNECT proxy on the way to the control plane.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// `host:port` of the proxy.
+    pub address: String,
+    /// Basic authentication: the user, and the secured `ControlPlane:ProxyPassword`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ControlPlaneSettings {
     /// `http://host:port` or `https://host:port`.
     pub url: String,
+    pub mode: ControlPlaneMode,
+    /// The outbound channel is dropped when its pings go unanswered for this long.
+    pub keepalive: Duration,
+    /// `ControlPlane:Proxy`; `None`: the `HTTPS_PROXY`/`NO_PROXY` environment decides.
+    pub proxy: Option<ProxySettings>,
     pub token: Option<Secret>,
     pub heartbeat: Duration,
     /// CA that signs the server's certificate (https); the system roots are not used.
@@ -135,8 +162,11 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 pub fn grpc_settings(tree: &SettingsTree, d: &mut Diagnostics) -> GrpcSettings {
+    // Written empty: no listener at all (the outbound channel is then the only way in).
+    let no_listener =
+        matches!(tree.get(&["Grpc", "Listen"]), Some(Value::String(s)) if s.trim().is_empty());
     let listen_text = text(tree, &["Grpc", "Listen"], d).unwrap_or(DEFAULT_LISTEN);
-    let listen = parse_listen(listen_text).unwrap_or_else(|e| {
+    let listen = (!no_listener).then(|| parse_listen(listen_text).unwrap_or_else(|e| {
         d.push(
             Diagnostic::error(
                 Some(tree.origin(&["Grpc", "Listen"])),
@@ -148,7 +178,7 @@ pub fn grpc_settings(tree: &SettingsTree, d: &mut Diagnostics) -> GrpcSettings {
             .hint("write an IP address or localhost, and a port: \"127.0.0.1:50051\", \"localhost:50051\", \"[::1]:50051\" or \"0.0.0.0:50051\""),
         );
         SocketAddr::from(([127, 0, 0, 1], 50051))
-    });
+    }));
     let mut tokens: Vec<ApiToken> = Vec::new();
     match tree.get(&["Grpc", "Tokens"]) {
         None | Some(Value::Null) => {}
@@ -341,13 +371,101 @@ pub fn control_plane_settings(
             .hint("use an https:// URL (with CaFile for a private CA)"),
         );
     }
+    let mode = match text(tree, &["ControlPlane", "Mode"], d) {
+        None => ControlPlaneMode::Outbound,
+        Some(m) if m.eq_ignore_ascii_case("outbound") => ControlPlaneMode::Outbound,
+        Some(m) if m.eq_ignore_ascii_case("inbound") => ControlPlaneMode::Inbound,
+        Some(_) => {
+            d.push(
+                Diagnostic::error(
+                    Some(tree.origin(&["ControlPlane", "Mode"])),
+                    format!(
+                        "ControlPlane:Mode {} is not known",
+                        tree.quote(&["ControlPlane", "Mode"])
+                    ),
+                )
+                .hint("use outbound (the agent dials the control plane; the default) or inbound (the control plane calls Grpc:Listen)"),
+            );
+            ControlPlaneMode::Outbound
+        }
+    };
+    let keepalive = match tree.get(&["ControlPlane", "KeepaliveSeconds"]) {
+        None | Some(Value::Null) => DEFAULT_KEEPALIVE_SECONDS,
+        Some(v) => match v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        {
+            Some(n) if (2..=3600).contains(&n) => n,
+            _ => {
+                d.push(
+                    Diagnostic::error(
+                        Some(tree.origin(&["ControlPlane", "KeepaliveSeconds"])),
+                        "ControlPlane:KeepaliveSeconds must be a whole number from 2 to 3600",
+                    )
+                    .hint("e.g. 30: a connection whose pings go unanswered that long is dropped and dialled again"),
+                );
+                DEFAULT_KEEPALIVE_SECONDS
+            }
+        },
+    };
+    if mode == ControlPlaneMode::Outbound && url.starts_with("http://") && !host_is_loopback {
+        d.push(
+            Diagnostic::error(
+                Some(tree.origin(&["ControlPlane", "Url"])),
+                "the outbound channel runs over TLS: an http:// ControlPlane:Url is allowed only to a loopback address",
+            )
+            .hint("use an https:// URL (with CaFile for a private CA), or ControlPlane:Mode inbound"),
+        );
+    }
+    let proxy = proxy_settings(tree, d);
     Some(ControlPlaneSettings {
         url: url.to_string(),
+        mode,
+        keepalive: Duration::from_secs(keepalive),
+        proxy,
         token,
         heartbeat: Duration::from_secs(heartbeat),
         ca_file: file(tree, &["ControlPlane", "CaFile"], d),
         certificate_file,
         key_file,
+    })
+}
+
+/// `ControlPlane:Proxy` (`http://[user@]host:port`) and the secured `ControlPlane:ProxyPassword`.
+fn proxy_settings(tree: &SettingsTree, d: &mut Diagnostics) -> Option<ProxySettings> {
+    let text_value = text(tree, &["ControlPlane", "Proxy"], d)?;
+    let rest = text_value
+        .strip_prefix("http://")
+        .unwrap_or(text_value)
+        .trim_end_matches('/');
+    let (user, address) = match rest.rsplit_once('@') {
+        Some((u, a)) => (Some(u.to_string()).filter(|u| !u.is_empty()), a),
+        None => (None, rest),
+    };
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if !valid || text_value.starts_with("https://") {
+        d.push(
+            Diagnostic::error(
+                Some(tree.origin(&["ControlPlane", "Proxy"])),
+                format!(
+                    "ControlPlane:Proxy {} is not an HTTP proxy address",
+                    tree.quote(&["ControlPlane", "Proxy"])
+                ),
+            )
+            .hint("write http://proxy.example:3128 (or http://user@proxy.example:3128 with ControlPlane:ProxyPassword)"),
+        );
+        return None;
+    }
+    let password = match tree.get(&["ControlPlane", "ProxyPassword"]) {
+        Some(Value::String(s)) if !s.is_empty() => Some(Secret::new(s.as_str())),
+        _ => None,
+    };
+    Some(ProxySettings {
+        address: address.to_string(),
+        user,
+        password,
     })
 }
 

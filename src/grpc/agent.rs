@@ -12,7 +12,7 @@ use crate::runtime::runs::{RunEventKind, StartError};
 use crate::runtime::schemas::RefreshError;
 use crate::runtime::{Event, Runtime};
 use crate::secret::Secret;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -93,6 +93,83 @@ impl AgentServiceImpl {
             changed_at: Some(convert::ts(st.changed_at)),
             configuration_generation: st.configuration_generation,
         })
+    }
+}
+
+/// A managed-connection error as a gRPC status.
+fn managed_status(e: crate::runtime::managed::ManagedError) -> Status {
+    use crate::runtime::managed::ManagedError as E;
+    match e {
+        E::Invalid(_) | E::Rejected(_) => Status::invalid_argument(e.to_string()),
+        E::NotFound(_) => Status::not_found(e.to_string()),
+        E::Exists { .. } => Status::already_exists(e.to_string()),
+        E::ReadOnly { .. } | E::InUse { .. } | E::Store(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+    }
+}
+
+impl AgentServiceImpl {
+    /// Creates or updates a managed connection, then answers with it as GetConnection would.
+    async fn put_connection(
+        &self,
+        caller: &Caller,
+        mut q: pb::ConnectionDefinition,
+        update: bool,
+    ) -> Result<pb::ConnectionDetail, Status> {
+        let id = required("identifier", &q.identifier)?.to_string();
+        required("connector", &q.connector)?;
+        required("package", &q.package)?;
+        // Secured values move into Secrets; nothing else keeps them.
+        let secured = std::mem::take(&mut q.secured_settings)
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect();
+        let def = crate::runtime::managed::Definition {
+            identifier: id.clone(),
+            display_name: q.display_name,
+            connector: q.connector,
+            package: q.package,
+            settings: q.settings,
+            secured,
+        };
+        self.rt
+            .put_connection(&caller.name, def, update)
+            .await
+            .map_err(managed_status)?;
+        let snapshot = self.rt.snapshot();
+        let c = snapshot.connection(&id).ok_or_else(|| {
+            Status::internal(format!("connection {id} is not in force after the change"))
+        })?;
+        Ok(connection_detail(&self.rt, &snapshot, c))
+    }
+}
+
+/// A connection as GetConnection shows it (secured values only as set or not).
+fn connection_detail(
+    rt: &Runtime,
+    snapshot: &crate::config::Snapshot,
+    c: &crate::config::Connection,
+) -> pb::ConnectionDetail {
+    let shown = match (&c.settings, &c.package) {
+        (SettingsState::Ok(s), _) => s.shown(),
+        (_, Some(p)) => {
+            Settings::new(p.info().settings, Vec::new(), &snapshot.settings_file).shown()
+        }
+        (_, None) => Vec::new(),
+    };
+    pb::ConnectionDetail {
+        summary: Some(convert::connection_summary(rt, snapshot, c)),
+        settings: shown
+            .into_iter()
+            .map(|s| pb::SettingValue {
+                name: s.name.to_string(),
+                is_set: s.is_set,
+                is_default: s.is_default,
+                secured: s.secured,
+                value: s.shown,
+            })
+            .collect(),
     }
 }
 
@@ -249,26 +326,7 @@ impl AgentService for AgentServiceImpl {
             let c = snapshot
                 .connection(id)
                 .ok_or_else(|| Status::not_found(format!("there is no connection {id:?}")))?;
-            let shown = match (&c.settings, &c.package) {
-                (SettingsState::Ok(s), _) => s.shown(),
-                (_, Some(p)) => {
-                    Settings::new(p.info().settings, Vec::new(), &snapshot.settings_file).shown()
-                }
-                (_, None) => Vec::new(),
-            };
-            Ok(pb::ConnectionDetail {
-                summary: Some(convert::connection_summary(&self.rt, &snapshot, c)),
-                settings: shown
-                    .into_iter()
-                    .map(|s| pb::SettingValue {
-                        name: s.name.to_string(),
-                        is_set: s.is_set,
-                        is_default: s.is_default,
-                        secured: s.secured,
-                        value: s.shown,
-                    })
-                    .collect(),
-            })
+            Ok(connection_detail(&self.rt, &snapshot, c))
         })();
         done("GetConnection", &caller, r)
     }
@@ -303,6 +361,46 @@ impl AgentService for AgentServiceImpl {
             .change_secured_option(&caller, &q.connection, &q.option, None)
             .await;
         done("DeleteSecuredOption", &caller, r)
+    }
+
+    async fn create_connection(
+        &self,
+        req: Request<pb::ConnectionDefinition>,
+    ) -> Result<Response<pb::ConnectionDetail>, Status> {
+        let caller = self.begin(&req, "CreateConnection", Role::Admin)?;
+        let r = self.put_connection(&caller, req.into_inner(), false).await;
+        done("CreateConnection", &caller, r)
+    }
+
+    async fn update_connection(
+        &self,
+        req: Request<pb::ConnectionDefinition>,
+    ) -> Result<Response<pb::ConnectionDetail>, Status> {
+        let caller = self.begin(&req, "UpdateConnection", Role::Admin)?;
+        let r = self.put_connection(&caller, req.into_inner(), true).await;
+        done("UpdateConnection", &caller, r)
+    }
+
+    async fn delete_connection(
+        &self,
+        req: Request<pb::DeleteConnectionRequest>,
+    ) -> Result<Response<pb::DeleteConnectionResponse>, Status> {
+        let caller = self.begin(&req, "DeleteConnection", Role::Admin)?;
+        let q = req.into_inner();
+        let r = async {
+            let id = required("identifier", &q.identifier)?;
+            let generation = self
+                .rt
+                .delete_connection(&caller.name, id)
+                .await
+                .map_err(managed_status)?;
+            Ok(pb::DeleteConnectionResponse {
+                identifier: id.to_string(),
+                configuration_generation: generation,
+            })
+        }
+        .await;
+        done("DeleteConnection", &caller, r)
     }
 
     async fn describe_packages(
@@ -745,6 +843,13 @@ impl AgentServiceImpl {
                 OpenError::Changed(_) => Status::aborted(e.to_string()),
                 OpenError::Io(..) => Status::internal(e.to_string()),
             })?;
+        let start = q.offset;
+        if start > table.size {
+            return Err(Status::out_of_range(format!(
+                "offset {start} is past the end of {} ({} bytes)",
+                table.file_name, table.size
+            )));
+        }
         let (tx, out) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let published::PublishedTable {
@@ -754,8 +859,15 @@ impl AgentServiceImpl {
                 sha256,
             } = table;
             let send = |m: Result<pb::TableChunk, Status>| tx.blocking_send(m).is_ok();
+            // A resumed download starts where the client's bytes end.
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
+                send(Err(Status::internal(format!(
+                    "cannot read {file_name}: {e}"
+                ))));
+                return;
+            }
             let mut buf = vec![0u8; chunk];
-            let mut offset = 0u64;
+            let mut offset = start;
             let mut first = true;
             loop {
                 let n = match file.read(&mut buf) {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 const KIND_SCHEMA: u8 = 1;
 const KIND_RUN: u8 = 2;
@@ -23,6 +23,7 @@ pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 pub struct ControlPlaneClient {
+    work: PathBuf,
     outbox: PathBuf,
     sequence_file: PathBuf,
     sequence: Mutex<u64>,
@@ -71,6 +72,7 @@ impl ControlPlaneClient {
             .unwrap_or(0);
         let last = saved.max(queued_max);
         Arc::new(ControlPlaneClient {
+            work: work.to_path_buf(),
             outbox,
             sequence_file,
             sequence: Mutex::new(last),
@@ -136,32 +138,37 @@ impl ControlPlaneClient {
         )
     }
 
-    /// The channel to the control plane (connected lazily, reconnected as needed).
+    /// The channel to the control plane (connected lazily, reconnected as needed). Each
+    /// connection is opened by [`super::dial::open`]: through the proxy, TLS with the credential
+    /// read at that moment, the same way the outbound channel goes.
     pub fn channel(&self) -> Result<Channel, ClientError> {
-        let s = &self.settings;
-        let mut ep = Endpoint::from_shared(s.url.clone())
-            .map_err(|e| ClientError::Url(s.url.clone(), e.to_string()))?
+        let s = self.settings.clone();
+        let origin: http::Uri = s
+            .url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientError::Url(s.url.clone(), e.to_string()))?;
+        super::dial::Endpoint::parse(&s.url).map_err(|e| ClientError::Url(s.url.clone(), e))?;
+        // tonic sees a plain connection (TLS is done by the connector) and sends the URL's own
+        // scheme and authority.
+        let ep = Endpoint::from_static("http://control-plane.invalid")
+            .origin(origin)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(s.keepalive / 2)
+            .keep_alive_timeout(s.keepalive / 2)
             .keep_alive_while_idle(true);
-        if s.url.starts_with("https://") {
-            crate::install_crypto_provider();
-            let mut tls = ClientTlsConfig::new();
-            tls = match &s.ca_file {
-                Some(ca) => tls.ca_certificate(Certificate::from_pem(Self::read_file(ca)?)),
-                // Without CaFile, the public web PKI roots (webpki-roots) are trusted.
-                None => tls.with_webpki_roots(),
-            };
-            if let (Some(c), Some(k)) = (&s.certificate_file, &s.key_file) {
-                tls = tls.identity(Identity::from_pem(Self::read_file(c)?, Self::read_file(k)?));
+        let work = self.work.clone();
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let s = s.clone();
+            let work = work.clone();
+            async move {
+                super::dial::open(&s, &work, b"h2", false, Duration::from_secs(10))
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
             }
-            ep = ep
-                .tls_config(tls)
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
-        }
-        Ok(ep.connect_lazy())
+        });
+        Ok(ep.connect_with_connector_lazy(connector))
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {

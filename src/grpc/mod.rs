@@ -4,9 +4,12 @@
 
 pub mod agent;
 pub mod auth;
+pub mod channel;
 pub mod control_plane;
 pub mod convert;
+pub mod credential;
 pub mod dev_control_plane;
+pub mod dial;
 pub mod server;
 
 /// Types generated from `proto/connagent/v1/agent.proto`.

@@ -33,12 +33,12 @@ pub enum ServeError {
     Transport(String),
 }
 
-/// A non-loopback address needs both TLS and tokens.
+/// A non-loopback address needs both TLS and tokens (no listener needs nothing).
 pub fn check_security(g: &GrpcSettings) -> Result<(), ServeError> {
-    if g.listen.ip().is_loopback() || (g.tls.is_some() && !g.tokens.is_empty()) {
-        Ok(())
-    } else {
-        Err(ServeError::Insecure(g.listen))
+    match g.listen {
+        None => Ok(()),
+        Some(a) if a.ip().is_loopback() || (g.tls.is_some() && !g.tokens.is_empty()) => Ok(()),
+        Some(a) => Err(ServeError::Insecure(a)),
     }
 }
 
@@ -68,28 +68,35 @@ pub struct Bound {
     tls: Option<ServerTlsConfig>,
 }
 
-pub async fn bind(g: &GrpcSettings) -> Result<Bound, ServeError> {
+/// Binds the inbound listener; `None` when `Grpc:Listen` is empty (no port at all).
+pub async fn bind(g: &GrpcSettings) -> Result<Option<Bound>, ServeError> {
     check_security(g)?;
+    let Some(listen) = g.listen else {
+        return Ok(None);
+    };
     let tls = g.tls.as_ref().map(tls_config).transpose()?;
-    let listener = tokio::net::TcpListener::bind(g.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {
-            addr: g.listen,
+            addr: listen,
             source,
         })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: g.listen,
+        addr: listen,
         source,
     })?;
-    Ok(Bound {
+    Ok(Some(Bound {
         listener,
         addr,
         tls,
-    })
+    }))
 }
 
-/// Serves AgentService, health and reflection until `rt.shutdown` is cancelled.
-pub async fn serve(bound: Bound, rt: Arc<Runtime>) -> Result<(), ServeError> {
+/// The services the agent offers, whichever way the control plane comes in (the inbound
+/// listener, the outbound channel): AgentService (gzip both ways when the client accepts it),
+/// health, and reflection v1 and v1alpha.
+pub async fn routes(rt: Arc<Runtime>) -> Result<tonic::service::Routes, ServeError> {
+    use tonic::codec::CompressionEncoding;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AgentServiceServer<AgentServiceImpl>>()
@@ -106,6 +113,18 @@ pub async fn serve(bound: Bound, rt: Arc<Runtime>) -> Result<(), ServeError> {
     let reflection_alpha = reflection_builder()
         .build_v1alpha()
         .map_err(|e| ServeError::Transport(e.to_string()))?;
+    let agent = AgentServiceServer::new(AgentServiceImpl::new(rt))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    Ok(tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(agent))
+}
+
+/// Serves the agent's services on the inbound listener until `rt.shutdown` is cancelled.
+pub async fn serve(bound: Bound, rt: Arc<Runtime>) -> Result<(), ServeError> {
+    let routes = routes(rt.clone()).await?;
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
@@ -116,10 +135,7 @@ pub async fn serve(bound: Bound, rt: Arc<Runtime>) -> Result<(), ServeError> {
     }
     let shutdown = rt.shutdown.clone();
     builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(AgentServiceServer::new(AgentServiceImpl::new(rt)))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(bound.listener), async move {
             shutdown.cancelled().await
         })

@@ -2,6 +2,7 @@
 //! event bus, and the hook through which reports leave for the control plane. Used by the gRPC
 //! service and the daemon; knows no protobuf.
 
+pub mod managed;
 pub mod reload;
 pub mod runs;
 pub mod scheduler;
@@ -51,8 +52,34 @@ impl ReloadOutcome {
 pub struct ConfigState {
     pub snapshot: Arc<Snapshot>,
     pub generation: u64,
+    /// A keyed hash of the files it was loaded from (see `ConnectionTimes::configuration_fingerprint`).
+    pub fingerprint: String,
     pub loaded_at: DateTime<Utc>,
     pub last_reload: ReloadOutcome,
+}
+
+/// How the outbound channel to the control plane stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ChannelState {
+    /// No outbound channel (no control plane, or `ControlPlane:Mode` inbound).
+    Off,
+    /// Dialling, or waiting to dial again after `last_error`.
+    Connecting {
+        attempts: u32,
+        last_error: Option<String>,
+    },
+    Connected {
+        since: DateTime<Utc>,
+    },
+    /// The control plane revoked this agent's credential: `connagent enroll` again.
+    Revoked {
+        message: String,
+    },
+    /// No credential yet: `connagent enroll`.
+    NotEnrolled {
+        message: String,
+    },
 }
 
 /// Something notable that happened, for `WatchEvents` and the log.
@@ -101,6 +128,7 @@ pub struct Runtime {
     reload_lock: tokio::sync::Mutex<()>,
     /// The content hash of the configuration files as last loaded (applied or rejected).
     config_hash: std::sync::Mutex<String>,
+    channel: RwLock<ChannelState>,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -125,6 +153,7 @@ impl Runtime {
         };
         let times = ConnectionTimes::load(&snapshot.work_folder);
         times.update(&snapshot, now);
+        let fingerprint = times.configuration_fingerprint(&loaded.inputs_hash);
         let runs = Arc::new(RunRegistry::load(
             &snapshot.work_folder,
             snapshot.max_task_batch_size,
@@ -139,6 +168,7 @@ impl Runtime {
             config: RwLock::new(ConfigState {
                 snapshot,
                 generation: 1,
+                fingerprint,
                 loaded_at: now,
                 last_reload: outcome,
             }),
@@ -150,6 +180,7 @@ impl Runtime {
             shutdown: CancellationToken::new(),
             reload_lock: tokio::sync::Mutex::new(()),
             config_hash: std::sync::Mutex::new(config_hash),
+            channel: RwLock::new(ChannelState::Off),
         })
     }
 
@@ -208,7 +239,31 @@ impl Runtime {
         } else {
             "; restart required"
         };
-        format!("{served} connections served, {runs} runs in progress, {reload}{restart}")
+        let channel = match self.channel_state() {
+            ChannelState::Off => String::new(),
+            ChannelState::Connecting { attempts, .. } => {
+                format!("; control plane: not connected ({attempts} attempts)")
+            }
+            ChannelState::Connected { since } => format!(
+                "; control plane: connected since {}",
+                since.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            ChannelState::Revoked { .. } => {
+                "; control plane: CREDENTIAL REVOKED (connagent enroll again)".to_string()
+            }
+            ChannelState::NotEnrolled { .. } => {
+                "; control plane: not enrolled (connagent enroll)".to_string()
+            }
+        };
+        format!("{served} connections served, {runs} runs in progress, {reload}{restart}{channel}")
+    }
+
+    pub fn set_channel_state(&self, s: ChannelState) {
+        *self.channel.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    pub fn channel_state(&self) -> ChannelState {
+        read(&self.channel)
     }
 
     pub fn set_report_sink(&self, sink: Arc<dyn ReportSink>) {

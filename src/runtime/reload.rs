@@ -143,6 +143,7 @@ impl Runtime {
                 let restart = restart_required(&old, &mut snapshot);
                 let snapshot = Arc::new(snapshot);
                 let changed = self.times.update(&snapshot, now);
+                let fingerprint = self.times.configuration_fingerprint(&l.inputs_hash);
                 let outcome = ReloadOutcome {
                     at: now,
                     applied: true,
@@ -154,6 +155,7 @@ impl Runtime {
                     let mut cs = self.config.write().unwrap_or_else(|p| p.into_inner());
                     cs.snapshot = snapshot.clone();
                     cs.generation += 1;
+                    cs.fingerprint = fingerprint;
                     cs.loaded_at = now;
                     cs.last_reload = outcome.clone();
                 }

@@ -26,6 +26,19 @@ pub struct ConnectionTimes {
     map: RwLock<BTreeMap<String, Times>>,
 }
 
+impl ConnectionTimes {
+    /// A fingerprint of the whole configuration (the hash of its files), keyed like the
+    /// connections' so that it reveals nothing about what the files hold.
+    pub fn configuration_fingerprint(&self, inputs_hash: &str) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(&self.key);
+        h.update(b"configuration\0");
+        h.update(inputs_hash.as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
 /// A connection's configuration fingerprint, keyed with this agent's fingerprint key so that the
 /// stored value cannot be used to guess a secret offline.
 pub fn connection_fingerprint(key: &[u8], c: &crate::config::Connection) -> String {

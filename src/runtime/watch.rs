@@ -19,7 +19,11 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// The content hash of the configuration files as they are now (the folders of the snapshot in
 /// force; a change of `XmlConfigurationPath` changes the settings file, so it is seen too).
 pub fn hash_inputs(s: &Snapshot) -> String {
-    crate::config::files::hash_now(&s.settings_file, &s.xml_folder)
+    crate::config::files::hash_now(
+        &s.settings_file,
+        &s.xml_folder,
+        &s.work_folder.join(crate::config::files::MANAGED_FOLDER),
+    )
 }
 
 /// The folders to watch: the settings file's folder, the XML folder (recursively) and its parent

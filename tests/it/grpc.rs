@@ -494,6 +494,7 @@ async fn every_rpc_over_a_real_socket() {
             pb::ReadConnectionTableRequest {
                 file: "db".into(),
                 chunk_size: 5,
+                ..Default::default()
             },
             t,
         ))
@@ -686,6 +687,7 @@ async fn tokens_and_roles() {
             pb::ReadConnectionTableRequest {
                 file: "People.csv".into(),
                 chunk_size: 0,
+                ..Default::default()
             },
             VIEWER_TOKEN,
         ))
@@ -713,6 +715,7 @@ async fn read_connection_table_refuses_anything_but_published_tables() {
     let read = |file: &str| pb::ReadConnectionTableRequest {
         file: file.into(),
         chunk_size: 0,
+        ..Default::default()
     };
     let ok = collect(
         c.read_connection_table(auth(read("people.csv"), ADMIN_TOKEN))

@@ -169,6 +169,12 @@ pub(super) fn xml_files(tree: &SettingsTree, top: &TopLevel, d: &mut Diagnostics
             .hint("put the configuration files (<ConfigurationFile> ...) in this folder"),
         );
     }
+    // Then the XML the agent owns (connections created over gRPC).
+    let managed = top.work_folder.join(crate::config::files::MANAGED_FOLDER);
+    let mut xml_files = xml_files;
+    if managed.is_dir() {
+        xml_files.extend(xml::find_xml_files(&managed, d));
+    }
     xml_files
 }
 
