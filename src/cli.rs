@@ -16,6 +16,8 @@ macro_rules! err_line {
     }};
 }
 
+mod outbound;
+
 use crate::config::{self, Diagnostics, LoadOptions, Loaded, SettingsState, Severity, Snapshot};
 use crate::export::{self, RunOutcome, RunReport, Target, sink::Progress};
 use crate::invoke;
@@ -98,6 +100,28 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Obtain the agent's credential for the control plane with a one-time token (read from
+    /// standard input or --token-file; never stored or shown)
+    Enroll {
+        /// The control plane, e.g. https://gateway.example:7443
+        #[arg(long)]
+        url: String,
+        /// Read the token from this file instead of standard input
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The control plane's CA certificate (the gateway's ca.crt) [default: ControlPlane:CaFile, else the public roots]
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+    },
+    /// Whether the daemon runs and how its channel to the control plane stands. Exit 0 running
+    /// (connected), 1 channel down, 3 not running, 6 credential revoked or missing
+    Status,
+    /// The reference control plane: agents' channels, enrollment tokens, reports, and a gRPC
+    /// port to call AgentService on any connected agent
+    Gateway {
+        #[command(subcommand)]
+        command: outbound::GatewayCommand,
+    },
     /// A minimal control plane that prints heartbeats and reports as JSON lines, for trying the agent
     DevControlPlane {
         /// Address to listen on (port 0 picks a free port; the first line printed says which)
@@ -159,7 +183,14 @@ pub fn main() -> ExitCode {
         }
     };
     // The daemon commands set up logging from the settings (Logging:Format, Logging:Level).
-    if !matches!(cli.command, Command::Run | Command::Serve) {
+    if !matches!(
+        cli.command,
+        Command::Run
+            | Command::Serve
+            | Command::Gateway {
+                command: outbound::GatewayCommand::Serve { .. }
+            }
+    ) {
         init_logging(false, "warn");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -407,6 +438,22 @@ pub async fn run(cli: Cli) -> u8 {
             (Some(setting), false) => protect(&cli, setting),
             _ => protect_all(&cli, &registry),
         },
+        Command::Enroll {
+            url,
+            token_file,
+            ca_file,
+        } => {
+            outbound::enroll(
+                &cli,
+                &registry,
+                url,
+                token_file.as_deref(),
+                ca_file.as_deref(),
+            )
+            .await
+        }
+        Command::Status => outbound::status(&cli, &registry),
+        Command::Gateway { command } => outbound::gateway(&cli, command).await,
         Command::DevControlPlane { listen, token } => {
             match crate::grpc::dev_control_plane::serve(*listen, token.clone()).await {
                 Ok(()) => EXIT_OK,

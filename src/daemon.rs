@@ -199,11 +199,13 @@ impl Daemon {
             channel::spawn(rt.clone(), cp, sink);
         }
         spawn_reloads(rt.clone(), hup, full);
+        rt.write_status(false);
         sdnotify::notify(&format!("READY=1\nSTATUS={}", rt.status_line()));
         spawn_status(rt.clone());
         spawn_stop(rt.clone(), stop);
         let result = serve_until_stopped(&rt, bound).await;
         drain(&rt, reporter).await;
+        rt.write_status(true);
         result
     }
 }

@@ -20,15 +20,22 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes a small file atomically: `<path>.partial` (with `mode` when given), fsync, rename, fsync
-/// the directory. On failure the partial file is removed and `path` is untouched.
+/// Writes a small file atomically: `<path>.<pid>-<n>.partial` (with `mode` when given), fsync,
+/// rename, fsync the directory. On failure the partial file is removed and `path` is untouched.
 pub fn write_atomically_with_mode(
     path: &Path,
     bytes: &[u8],
     mode: Option<u32>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let partial = partial_path(path);
+    // A name of its own per write (process, then a counter): two writers of the same file (two
+    // threads, or the daemon and a command) never rename each other's partial file away; the
+    // last rename wins whole.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{n}{PARTIAL_SUFFIX}", std::process::id()));
+    let partial = path.with_file_name(name);
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -180,6 +187,14 @@ pub fn read_limited_text(path: &Path, limit: u64, what: &'static str) -> Result<
             "it is not UTF-8 text",
         ))
     })
+}
+
+/// `n` bytes from the kernel's random source (`/dev/urandom`), for secrets: tokens, keys.
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod encoding;
 pub mod export;
 pub mod fsutil;
+pub mod gateway;
 pub mod grpc;
 pub mod ident;
 pub mod invoke;

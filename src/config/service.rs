@@ -98,11 +98,30 @@ pub struct ControlPlaneSettings {
     pub proxy: Option<ProxySettings>,
     pub token: Option<Secret>,
     pub heartbeat: Duration,
-    /// CA that signs the server's certificate (https); the system roots are not used.
+    /// CA that signs the server's certificate (https). Without it: the CA the enrollment
+    /// stored, else the public web roots.
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key, when the server asks for mutual TLS.
     pub certificate_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+}
+
+impl ControlPlaneSettings {
+    /// The settings for a URL given on the command line (`connagent enroll --url`): the
+    /// defaults, with the proxy of the configuration when there is one.
+    pub fn for_url(url: &str, configured: Option<&ControlPlaneSettings>) -> ControlPlaneSettings {
+        ControlPlaneSettings {
+            url: url.to_string(),
+            mode: ControlPlaneMode::Outbound,
+            keepalive: Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS),
+            proxy: configured.and_then(|c| c.proxy.clone()),
+            token: None,
+            heartbeat: Duration::from_secs(DEFAULT_HEARTBEAT_SECONDS),
+            ca_file: configured.and_then(|c| c.ca_file.clone()),
+            certificate_file: None,
+            key_file: None,
+        }
+    }
 }
 
 fn text<'a>(tree: &'a SettingsTree, path: &[&str], d: &mut Diagnostics) -> Option<&'a str> {

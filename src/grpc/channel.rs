@@ -145,12 +145,32 @@ async fn run(
             }
         };
         let jittered = wait.mul_f64(0.8 + fastrand::f64() * 0.4);
-        tokio::select! {
-            _ = rt.stopping.cancelled() => return,
-            _ = tokio::time::sleep(jittered) => {}
+        // A new enrollment (a new certificate file) ends the wait: it is dialled at once.
+        let work = rt.snapshot().work_folder.clone();
+        let stamp = credential_stamp(&work);
+        let deadline = tokio::time::Instant::now() + jittered;
+        loop {
+            tokio::select! {
+                _ = rt.stopping.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if credential_stamp(&work) != stamp {
+                        tracing::info!("a new credential was stored: dialling the control plane now");
+                        backoff = BACKOFF_START;
+                        break;
+                    }
+                }
+            }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// When the enrollment's certificate file last changed.
+fn credential_stamp(work: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(super::credential::folder(work).join(super::credential::CERTIFICATE_FILE))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// One connection: dial, hello, welcome, then serve until it ends.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const KIND_SCHEMA: u8 = 1;
 const KIND_RUN: u8 = 2;
@@ -138,37 +138,10 @@ impl ControlPlaneClient {
         )
     }
 
-    /// The channel to the control plane (connected lazily, reconnected as needed). Each
-    /// connection is opened by [`super::dial::open`]: through the proxy, TLS with the credential
-    /// read at that moment, the same way the outbound channel goes.
+    /// The channel to the control plane (connected lazily, reconnected as needed).
     pub fn channel(&self) -> Result<Channel, ClientError> {
-        let s = self.settings.clone();
-        let origin: http::Uri = s
-            .url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| ClientError::Url(s.url.clone(), e.to_string()))?;
-        super::dial::Endpoint::parse(&s.url).map_err(|e| ClientError::Url(s.url.clone(), e))?;
-        // tonic sees a plain connection (TLS is done by the connector) and sends the URL's own
-        // scheme and authority.
-        let ep = Endpoint::from_static("http://control-plane.invalid")
-            .origin(origin)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .http2_keep_alive_interval(s.keepalive / 2)
-            .keep_alive_timeout(s.keepalive / 2)
-            .keep_alive_while_idle(true);
-        let work = self.work.clone();
-        let connector = tower::service_fn(move |_: http::Uri| {
-            let s = s.clone();
-            let work = work.clone();
-            async move {
-                super::dial::open(&s, &work, b"h2", false, Duration::from_secs(10))
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            }
-        });
-        Ok(ep.connect_with_connector_lazy(connector))
+        super::dial::grpc_channel(&self.settings, &self.work)
+            .map_err(|e| ClientError::Url(self.settings.url.clone(), e))
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {

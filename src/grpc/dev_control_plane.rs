@@ -16,7 +16,8 @@ fn ts(t: &Option<prost_types::Timestamp>) -> Value {
         .map_or(Value::Null, |d| Value::String(d.to_rfc3339()))
 }
 
-fn print(v: Value) {
+/// Prints one JSON line on stdout (the gateway prints the same lines).
+pub fn print(v: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
@@ -30,6 +31,36 @@ fn run_json(r: &pb::RunInfo) -> Value {
         "started_by": r.started_by, "finished_at": ts(&r.finished_at),
         "tables": r.tables.iter().map(|t| json!({"file": t.file, "rows": t.rows, "bytes": t.bytes, "sha256": t.sha256})).collect::<Vec<_>>(),
     })
+}
+
+/// A heartbeat as a JSON line.
+pub fn heartbeat(h: &pb::HeartbeatRequest) -> Value {
+    json!({
+        "kind": "heartbeat", "agent": h.agent_identifier, "version": h.version, "at": ts(&h.at),
+        "configuration_generation": h.configuration_generation, "configuration_ok": h.configuration_ok,
+        "connections_served": h.connections_served, "runs_in_progress": h.runs_in_progress,
+        "queued_reports": h.queued_reports,
+    })
+}
+
+/// A schema report as a JSON line.
+pub fn schema_report(r: &pb::SchemaReport) -> Value {
+    let outcome = match &r.outcome {
+        Some(pb::schema_report::Outcome::Schema(s)) => json!({"schema": {
+            "package": s.package, "discovered_at": ts(&s.discovered_at),
+            "tables": s.tables.iter().map(|t| json!({"name": t.name, "columns": t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        }}),
+        Some(pb::schema_report::Outcome::Failure(f)) => {
+            json!({"failure": {"class": f.class, "message": f.message, "at": ts(&f.at)}})
+        }
+        None => Value::Null,
+    };
+    json!({"kind": "schema", "agent": r.agent_identifier, "sequence": r.sequence, "connection": r.connection, "fingerprint": r.fingerprint, "outcome": outcome})
+}
+
+/// A run report as a JSON line.
+pub fn run_report(r: &pb::RunReport) -> Value {
+    json!({"kind": "run", "agent": r.agent_identifier, "sequence": r.sequence, "run": r.run.as_ref().map(run_json)})
 }
 
 /// Prints what it receives. With a token, requests must carry `authorization: Bearer <token>`.
@@ -62,13 +93,7 @@ impl ControlPlaneService for DevControlPlane {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.check(&req)?;
-        let h = req.into_inner();
-        print(json!({
-            "kind": "heartbeat", "agent": h.agent_identifier, "version": h.version, "at": ts(&h.at),
-            "configuration_generation": h.configuration_generation, "configuration_ok": h.configuration_ok,
-            "connections_served": h.connections_served, "runs_in_progress": h.runs_in_progress,
-            "queued_reports": h.queued_reports,
-        }));
+        print(heartbeat(&req.into_inner()));
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
 
@@ -77,20 +102,7 @@ impl ControlPlaneService for DevControlPlane {
         req: Request<pb::SchemaReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
         self.check(&req)?;
-        let r = req.into_inner();
-        let outcome = match &r.outcome {
-            Some(pb::schema_report::Outcome::Schema(s)) => json!({"schema": {
-                "package": s.package, "discovered_at": ts(&s.discovered_at),
-                "tables": s.tables.iter().map(|t| json!({"name": t.name, "columns": t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-            }}),
-            Some(pb::schema_report::Outcome::Failure(f)) => {
-                json!({"failure": {"class": f.class, "message": f.message, "at": ts(&f.at)}})
-            }
-            None => Value::Null,
-        };
-        print(
-            json!({"kind": "schema", "agent": r.agent_identifier, "sequence": r.sequence, "connection": r.connection, "fingerprint": r.fingerprint, "outcome": outcome}),
-        );
+        print(schema_report(&req.into_inner()));
         Ok(Response::new(pb::ReportAck {}))
     }
 
@@ -99,10 +111,7 @@ impl ControlPlaneService for DevControlPlane {
         req: Request<pb::RunReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
         self.check(&req)?;
-        let r = req.into_inner();
-        print(
-            json!({"kind": "run", "agent": r.agent_identifier, "sequence": r.sequence, "run": r.run.as_ref().map(run_json)}),
-        );
+        print(run_report(&req.into_inner()));
         Ok(Response::new(pb::ReportAck {}))
     }
 }

@@ -205,6 +205,42 @@ pub async fn open(
     }
 }
 
+/// A gRPC channel to the control plane (connected lazily, reconnected as needed) whose every
+/// connection is opened by [`open`]: through the proxy, TLS with the credential read at that
+/// moment, the same way the outbound channel goes. Pings every `KeepaliveSeconds / 2`.
+pub fn grpc_channel(
+    settings: &ControlPlaneSettings,
+    work: &std::path::Path,
+) -> Result<tonic::transport::Channel, String> {
+    let s = settings.clone();
+    Endpoint::parse(&s.url)?;
+    let origin: http::Uri = s
+        .url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| format!("{:?} is not a URL: {e}", s.url))?;
+    // tonic sees a plain connection (TLS is done by the connector) and sends the URL's own
+    // scheme and authority.
+    let ep = tonic::transport::Endpoint::from_static("http://control-plane.invalid")
+        .origin(origin)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .http2_keep_alive_interval(s.keepalive / 2)
+        .keep_alive_timeout(s.keepalive / 2)
+        .keep_alive_while_idle(true);
+    let work = work.to_path_buf();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let s = s.clone();
+        let work = work.clone();
+        async move {
+            open(&s, &work, b"h2", false, Duration::from_secs(10))
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }
+    });
+    Ok(ep.connect_with_connector_lazy(connector))
+}
+
 /// The most of a proxy's answer to CONNECT that is read.
 const MAX_PROXY_ANSWER: usize = 16 * 1024;
 

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod credential;
 pub mod dev_control_plane;
 pub mod dial;
+pub mod enroll;
 pub mod server;
 
 /// Types generated from `proto/connagent/v1/agent.proto`.

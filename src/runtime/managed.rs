@@ -14,6 +14,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Changes to the agent's own files (the managed XML, the connection store) are made one at a
+/// time: each reads, writes and reloads before the next starts.
+pub static STORE_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The agent's own XML file of managed connections.
 pub const MANAGED_FILE: &str = "connections.xml";
 
@@ -148,6 +152,7 @@ impl Runtime {
         def: Definition,
         update: bool,
     ) -> Result<u64, ManagedError> {
+        let _one_at_a_time = STORE_CHANGES.lock().await;
         let snapshot = self.snapshot();
         let id = def.identifier.trim().to_string();
         crate::ident::check_connection_identifier(&id)
@@ -179,31 +184,40 @@ impl Runtime {
             ))
         })?;
         let spec = package.info().settings;
+        // Every problem of the definition at once, one per line.
+        let mut problems = Vec::new();
+        if def.connector.trim().is_empty() {
+            problems.push("connector: required".to_string());
+        }
         // Plain settings as the settings file would hold them (JSON for lists and structured
         // settings); secured ones only as secrets.
         let mut plain = serde_json::Map::new();
         for (name, text) in &def.settings {
-            let s = spec
-                .iter()
-                .find(|s| s.name.eq_ignore_ascii_case(name))
-                .ok_or_else(|| {
-                    ManagedError::Invalid(format!(
-                        "settings.{name}: {} has no such setting; settings: {}",
-                        package.info().id,
-                        spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
+            let Some(s) = spec.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
+                problems.push(format!(
+                    "settings.{name}: {} has no such setting; settings: {}",
+                    package.info().id,
+                    spec.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            };
             if s.secured {
-                return Err(ManagedError::Invalid(format!(
+                problems.push(format!(
                     "settings.{}: a secured setting goes in secured_settings",
                     s.name
-                )));
+                ));
+                continue;
             }
             let value = match s.kind {
-                SettingKind::TextList | SettingKind::Structured => serde_json::from_str(text)
-                    .map_err(|e| {
-                        ManagedError::Invalid(format!("settings.{}: not JSON: {e}", s.name))
-                    })?,
+                SettingKind::TextList | SettingKind::Structured => {
+                    match serde_json::from_str(text) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            problems.push(format!("settings.{}: not JSON: {e}", s.name));
+                            continue;
+                        }
+                    }
+                }
                 _ => serde_json::Value::String(text.clone()),
             };
             plain.insert(s.name.to_string(), value);
@@ -213,11 +227,15 @@ impl Runtime {
                 .iter()
                 .any(|s| s.name.eq_ignore_ascii_case(name) && s.may_hold_secret())
             {
-                return Err(ManagedError::Invalid(format!(
+                problems.push(format!(
                     "secured_settings.{name}: not a secured setting of {}",
                     package.info().id
-                )));
+                ));
             }
+        }
+        if !problems.is_empty() {
+            problems.sort();
+            return Err(ManagedError::Invalid(problems.join("\n")));
         }
         let declared = Declared {
             identifier: id.clone(),
@@ -276,6 +294,7 @@ impl Runtime {
         caller: &str,
         id: &str,
     ) -> Result<u64, ManagedError> {
+        let _one_at_a_time = STORE_CHANGES.lock().await;
         let snapshot = self.snapshot();
         let file = managed_file(&snapshot);
         let c = snapshot

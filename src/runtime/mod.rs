@@ -58,6 +58,9 @@ pub struct ConfigState {
     pub last_reload: ReloadOutcome,
 }
 
+/// The status file under the Work folder (see [`Runtime::write_status`]).
+pub const STATUS_FILE: &str = "State/agent-status.json";
+
 /// How the outbound channel to the control plane stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
@@ -258,8 +261,40 @@ impl Runtime {
         format!("{served} connections served, {runs} runs in progress, {reload}{restart}{channel}")
     }
 
+    /// Sets how the outbound channel stands, and writes the status file at once (so that
+    /// `connagent status` and the log agree with STATUS=).
     pub fn set_channel_state(&self, s: ChannelState) {
-        *self.channel.write().unwrap_or_else(|p| p.into_inner()) = s;
+        let changed = {
+            let mut c = self.channel.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *c != s;
+            *c = s;
+            changed
+        };
+        if changed {
+            self.write_status(false);
+        }
+    }
+
+    /// Writes `<Work>/State/agent-status.json`: this process, its status line and the channel's
+    /// state; `stopped` when the daemon leaves. Read by `connagent status`.
+    pub fn write_status(&self, stopped: bool) {
+        let snapshot = self.snapshot();
+        let path = snapshot.work_folder.join(STATUS_FILE);
+        let body = serde_json::json!({
+            "pid": std::process::id(),
+            "agent": snapshot.agent,
+            "updated_at": Utc::now(),
+            "stopped": stopped,
+            "status": self.status_line(),
+            "channel": self.channel_state(),
+        });
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::fsutil::write_atomically(&path, body.to_string().as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the status file");
+        }
     }
 
     pub fn channel_state(&self) -> ChannelState {

@@ -56,6 +56,7 @@ impl Runtime {
         option: &str,
         value: Option<&Secret>,
     ) -> Result<SecuredOptionState, SecuredOptionError> {
+        let _one_at_a_time = super::managed::STORE_CHANGES.lock().await;
         let snapshot = self.snapshot();
         let c = snapshot
             .connection(connection)

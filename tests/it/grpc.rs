@@ -914,7 +914,7 @@ async fn tls_and_mutual_tls() {
 async fn reports_survive_a_control_plane_outage_and_arrive_in_order() {
     let port = free_port();
     let ws = agent_workspace(
-        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{port}"), "Token": CP_TOKEN, "HeartbeatSeconds": 1}}),
+        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{port}"), "Mode": "inbound", "Token": CP_TOKEN, "HeartbeatSeconds": 1}}),
     );
     // The control plane is down: the agent discovers schemas at start and queues the reports.
     let agent = serve(&ws);
@@ -1041,7 +1041,7 @@ async fn reports_survive_a_control_plane_outage_and_arrive_in_order() {
 async fn secrets_never_leave_through_grpc_or_the_log() {
     let canary = "candidate-pw-canary-5e3a";
     let ws = agent_workspace(
-        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{}", free_port()), "Token": CP_TOKEN}}),
+        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{}", free_port()), "Mode": "inbound", "Token": CP_TOKEN}}),
     );
     let agent = serve(&ws);
     let mut c = client(&agent.addr()).await;
@@ -1352,7 +1352,7 @@ async fn filters_roles_anonymous_loopback_and_health() {
 async fn runs_survive_a_restart_and_a_killed_run_is_failed_and_reported() {
     let port = free_port();
     let ws = agent_workspace(
-        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{port}"), "Token": CP_TOKEN, "HeartbeatSeconds": 1}}),
+        json!({"ControlPlane": {"Url": format!("http://127.0.0.1:{port}"), "Mode": "inbound", "Token": CP_TOKEN, "HeartbeatSeconds": 1}}),
     );
     let cp = dev_control_plane(port);
     let agent = serve(&ws);

@@ -6,7 +6,7 @@ use crate::support::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-fn python() -> std::path::PathBuf {
+pub fn python() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("CONNAGENT_TEST_PYTHON") {
         return p.into();
     }

@@ -9,6 +9,7 @@ mod architecture;
 mod csv_package;
 mod daemon;
 mod fuzz;
+mod gateway;
 mod grpc;
 mod grpc_python;
 mod hostile;

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod connect_proxy;
+pub mod gateway;
 pub mod ldap_fake;
 pub mod pg;
 pub mod proxy;
