@@ -436,6 +436,21 @@ mod tests {
         assert!(s.add_report("A1", 1, "run", &body, None).unwrap());
         assert!(!s.add_report("a1", 1, "run", &body, None).unwrap());
         assert_eq!(s.reports(Some("A1")).unwrap().len(), 1);
+        // The hello asks only for the schemas whose fingerprints differ from those stored.
+        s.add_report("A1", 2, "schema", &body, Some(("Hr", "fp1")))
+            .unwrap();
+        let mut said = std::collections::HashMap::new();
+        said.insert("Hr".to_string(), "fp1".to_string());
+        said.insert("Ad".to_string(), "fp2".to_string());
+        assert_eq!(
+            s.hello("A1", "1", &[], "cfg", 1, &said).unwrap(),
+            vec!["Ad".to_string()]
+        );
+        said.insert("Hr".to_string(), "fp3".to_string());
+        assert_eq!(
+            s.hello("A1", "1", &[], "cfg", 1, &said).unwrap(),
+            vec!["Ad".to_string(), "Hr".to_string()]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

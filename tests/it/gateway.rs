@@ -4,7 +4,7 @@
 
 use crate::support::agent::{Proc, free_port};
 use crate::support::connect_proxy::ConnectProxy;
-use crate::support::gateway::{Gateway, enroll, listening_ports, to, wait_for_log};
+use crate::support::gateway::{Gateway, enroll, listening_ports, rss_kib, to, wait_for_log};
 use crate::support::pg::Pg;
 use crate::support::proxy::Proxy;
 use crate::support::*;
@@ -372,6 +372,10 @@ fn enrollment_revocation_and_status() {
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
     assert_eq!(status(&ws).0, 3, "a stopped agent is not running");
+    // Started again, it is back on its own.
+    let _agent = run_agent(&ws);
+    rt.block_on(gw.wait_connected("Beta", true));
+    wait_status(&ws, 0);
 }
 
 const PG_PASSWORD: &str = "pg-gw-canary-9a4c";
@@ -420,10 +424,9 @@ fn the_gateway_restarted_mid_export_gets_the_outcome() {
             .into_inner();
         let accepted = stream.message().await.unwrap().unwrap();
         // The gateway dies mid-export: the client's call fails, it does not hang.
-        let Gateway { proc, .. } = gw;
-        let mut proc = proc;
-        proc.child.kill().unwrap();
-        let _ = proc.child.wait();
+        let mut gw = gw;
+        gw.proc.child.kill().unwrap();
+        let _ = gw.proc.child.wait();
         let ended = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
                 match stream.message().await {
@@ -831,4 +834,63 @@ fn outbound_settings_are_checked_and_located() {
         .unwrap();
     assert_eq!(gw.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&gw.stderr).contains("not a loopback address"));
+}
+
+#[test]
+fn a_slow_reader_through_the_gateway_is_not_buffered() {
+    let folder = gateway_folder();
+    let gw = Gateway::start(folder.path(), None, None);
+    let ws = agent_ws("Theta", &gw.url(), json!({}));
+    assert_eq!(enroll(&ws, &gw.url(), &gw.ca(), &gw.token(10)).code, 0);
+    // A published table of 96 MiB.
+    let mut big = String::from("id,name\n");
+    let line = format!(",{}\n", "x".repeat(90));
+    let mut i = 0u64;
+    while big.len() < 96 * 1024 * 1024 {
+        big.push_str(&i.to_string());
+        big.push_str(&line);
+        i += 1;
+    }
+    ws.write("Temp/ExportOutput/People.csv", &big);
+    let agent = run_agent(&ws);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        gw.wait_connected("Theta", true).await;
+        let (agent_before, gw_before) = (rss_kib(agent.child.id()), rss_kib(gw.proc.child.id()));
+        let mut stream = gw
+            .client()
+            .await
+            .read_connection_table(to(
+                pb::ReadConnectionTableRequest { file: "People.csv".into(), ..Default::default() },
+                "Theta",
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        // The client stops reading for three seconds: neither the agent nor the gateway may
+        // take the table into memory meanwhile.
+        let (mut agent_peak, mut gw_peak) = (0, 0);
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            agent_peak = agent_peak.max(rss_kib(agent.child.id()));
+            gw_peak = gw_peak.max(rss_kib(gw.proc.child.id()));
+        }
+        eprintln!(
+            "while the reader paused: agent {agent_before} -> {agent_peak} KiB, gateway {gw_before} -> {gw_peak} KiB (table 96 MiB)"
+        );
+        assert!(agent_peak < agent_before + 32 * 1024, "the agent buffered: {agent_before} -> {agent_peak} KiB");
+        assert!(gw_peak < gw_before + 32 * 1024, "the gateway buffered: {gw_before} -> {gw_peak} KiB");
+        // Then the whole table arrives, intact.
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut hasher, &first.data);
+        let mut size = first.data.len() as u64;
+        while let Some(c) = stream.message().await.unwrap() {
+            sha2::Digest::update(&mut hasher, &c.data);
+            size += c.data.len() as u64;
+        }
+        assert_eq!(size, first.size);
+        assert_eq!(hex::encode(sha2::Digest::finalize(hasher)), first.sha256);
+    });
 }

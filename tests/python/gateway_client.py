@@ -7,6 +7,7 @@ JSON object.
 
 Usage: gateway_client.py ADDRESS AGENT TOKEN PROTO_ROOT
 """
+import faulthandler
 import hashlib
 import importlib.resources
 import json
@@ -22,6 +23,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 address, agent, token, proto_root = sys.argv[1:5]
+# A call that hangs fails the test with the stack of where it hung, not a silent timeout.
+faulthandler.dump_traceback_later(120, exit=True)
 out = tempfile.mkdtemp()
 include = str(importlib.resources.files("grpc_tools") / "_proto")
 rc = protoc.main([
@@ -85,7 +88,7 @@ def follow():
         watched.append("ended:" + e.code().name)
 
 
-follower = threading.Thread(target=follow)
+follower = threading.Thread(target=follow, daemon=True)
 follower.start()
 time.sleep(0.3)
 
@@ -176,6 +179,25 @@ result["deleted"] = stub.DeleteConnection(
     pb.DeleteConnectionRequest(identifier="Managed1"), metadata=md).identifier
 result["after_delete"] = code_of(lambda: stub.GetConnection(
     pb.GetConnectionRequest(identifier="Managed1"), metadata=md))
+
+# A managed connection with a secured setting, then secured options set and deleted.
+ldap = stub.CreateConnection(pb.ConnectionDefinition(
+    identifier="Managed3", connector="HR", package="Ldap",
+    settings={"Servers": '[{"Server": "ldap://127.0.0.1:1", "AuthType": "Basic", "Login": "cn=reader"}]',
+              "Tables": '[{"Table": "entries", "BaseDN": "dc=example", "Filter": "(objectClass=*)"}]'},
+    secured_settings={"Password": "managed-canary-pw-1"}), metadata=md)
+result["managed_password"] = [v.value for v in ldap.settings if v.name == "Password"]
+setopt = stub.SetSecuredOption(pb.SetSecuredOptionRequest(
+    connection="Managed3", option="Password", value="managed-canary-pw-2"), metadata=md)
+result["set_option"] = setopt.is_set
+# Without its password the LDAP login would bind anonymously: the configuration refuses it,
+# and the deletion is undone.
+result["delete_option"] = code_of(lambda: stub.DeleteSecuredOption(pb.DeleteSecuredOptionRequest(
+    connection="Managed3", option="Password"), metadata=md))
+result["still_set"] = [v.value for v in stub.GetConnection(
+    pb.GetConnectionRequest(identifier="Managed3"), metadata=md).settings if v.name == "Password"]
+result["deleted_managed3"] = stub.DeleteConnection(
+    pb.DeleteConnectionRequest(identifier="Managed3"), metadata=md).identifier
 
 # Refusals, from the agent and from the gateway.
 result["without_token"] = code_of(lambda: stub.GetStatus(

@@ -118,6 +118,30 @@ impl Gateway {
     }
 }
 
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        // What the gateway stores (its database, its CA) holds no secret of the agents.
+        let leaked = files_containing(&self.folder, CANARY_MARK);
+        assert!(
+            leaked.is_empty(),
+            "a secret (a value holding {CANARY_MARK:?}) was stored by the gateway in {leaked:?}"
+        );
+    }
+}
+
+/// The resident memory of a process, in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `connagent gateway token --folder F --valid-minutes M`.
 pub fn token(folder: &Path, minutes: u64) -> String {
     let out = Command::new(BIN)
