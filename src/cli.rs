@@ -114,7 +114,8 @@ pub enum Command {
         ca_file: Option<PathBuf>,
     },
     /// Whether the daemon runs and how its channel to the control plane stands. Exit 0 running
-    /// (connected), 1 channel down, 3 not running, 6 credential revoked or missing
+    /// (connected), 1 channel down or reload rejected, 3 not running, 6 credential revoked or
+    /// missing
     Status,
     /// The reference control plane: agents' channels, enrollment tokens, reports, and a gRPC
     /// port to call AgentService on any connected agent

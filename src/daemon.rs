@@ -124,6 +124,16 @@ impl Daemon {
             tracing::info!(file = %p.display(), "removed a partial file left by an interrupted export");
         }
         let mut reporter = None;
+        if snapshot
+            .control_plane
+            .as_ref()
+            .is_some_and(|cp| cp.mode == ControlPlaneMode::Outbound)
+            && grpc_settings.tokens.is_empty()
+        {
+            tracing::warn!(
+                "Grpc:Tokens is empty: every call that comes over the channel from the control plane gets the admin role; configure tokens to give the control plane's callers their roles"
+            );
+        }
         let outbound = snapshot
             .control_plane
             .clone()

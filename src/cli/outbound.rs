@@ -180,7 +180,8 @@ fn alive(pid: i64) -> bool {
 
 /// `connagent status`: what the running daemon wrote in `<Work>/State/agent-status.json`.
 /// Exit 0 running (and connected, when it dials a control plane), 1 running but the channel is
-/// down, 3 not running, 6 the credential is revoked or missing (enroll again).
+/// down or the last reload was rejected, 3 not running, 6 the credential is revoked or missing
+/// (enroll again; 6 is LSB's "not configured").
 pub fn status(cli: &Cli, registry: &Arc<Registry>) -> u8 {
     let loaded = match load(cli, registry, true) {
         Ok(l) => l,
@@ -201,10 +202,14 @@ pub fn status(cli: &Cli, registry: &Arc<Registry>) -> u8 {
         .map(|s| s["channel"].clone())
         .unwrap_or(serde_json::Value::Null);
     let state = channel["state"].as_str().unwrap_or("off");
+    let reload_ok = saved
+        .as_ref()
+        .is_none_or(|s| s["last_reload_applied"].as_bool().unwrap_or(true));
     let code = match (running, state) {
         (false, _) => STATUS_NOT_RUNNING,
         (true, "revoked" | "not_enrolled") => STATUS_CREDENTIAL,
         (true, "connecting") => STATUS_DEGRADED,
+        (true, _) if !reload_ok => STATUS_DEGRADED,
         (true, _) => EXIT_OK,
     };
     if cli.json {

@@ -286,6 +286,7 @@ impl Runtime {
             "updated_at": Utc::now(),
             "stopped": stopped,
             "status": self.status_line(),
+            "last_reload_applied": self.config_state().last_reload.applied,
             "channel": self.channel_state(),
         });
         let written = path

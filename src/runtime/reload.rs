@@ -202,6 +202,7 @@ impl Runtime {
         self.emit(Event::Configuration(outcome.clone()));
         if !self.stopping.is_cancelled() {
             sdnotify::notify(&format!("READY=1\nSTATUS={}", self.status_line()));
+            self.write_status(false);
         }
         Some(outcome)
     }

@@ -369,6 +369,12 @@ fn enrollment_revocation_and_status() {
         assert!(!gw.proc.stderr_text().contains(t.as_str()));
         assert!(!gw.proc.stdout_lines().join("\n").contains(t.as_str()));
     }
+    // A rejected reload shows too (exit 1), and goes once the file is fixed.
+    ws.write("xml-config/broken.xml", "<ConfigurationFile><Connection");
+    let v = wait_status(&ws, 1);
+    assert!(v["status"].as_str().unwrap().contains("REJECTED"), "{v}");
+    std::fs::remove_file(ws.path("xml-config/broken.xml")).unwrap();
+    wait_status(&ws, 0);
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
     assert_eq!(status(&ws).0, 3, "a stopped agent is not running");
