@@ -476,7 +476,9 @@ fn summary_json(s: &Snapshot) -> serde_json::Value {
         "connections": s.connections.len(),
         "connections_served": s.connections.iter().filter(|c| c.served).count(),
         "export_tasks": s.export_tasks.len(),
+        "other_tasks": s.other_tasks.iter().map(|t| json!({"identifier": t.identifier, "kind": t.kind})).collect::<Vec<_>>(),
         "jobs": s.jobs.len(),
+        "server_jobs": s.jobs.iter().filter(|j| j.agent.is_none()).map(|j| j.identifier.to_string()).collect::<Vec<_>>(),
         "entity_type_mappings": s.entity_type_mappings.len(),
         "entity_association_mappings": s.association_mappings.len(),
         "skipped_elements": s.skipped,
@@ -519,7 +521,34 @@ fn validate(cli: &Cli, registry: &Arc<Registry>) -> u8 {
             s.connections.iter().filter(|c| c.served).count()
         );
         out_line!("  export tasks: {}", s.export_tasks.len());
-        out_line!("  jobs:        {}", s.jobs.len());
+        if !s.other_tasks.is_empty() {
+            let parts: Vec<String> = s
+                .other_tasks
+                .iter()
+                .map(|t| format!("{} ({})", t.identifier, t.kind))
+                .collect();
+            out_line!(
+                "  other tasks: {} not run by this agent: {}",
+                s.other_tasks.len(),
+                parts.join(", ")
+            );
+        }
+        let server_jobs: Vec<String> = s
+            .jobs
+            .iter()
+            .filter(|j| j.agent.is_none())
+            .map(|j| j.identifier.to_string())
+            .collect();
+        if server_jobs.is_empty() {
+            out_line!("  jobs:        {}", s.jobs.len());
+        } else {
+            out_line!(
+                "  jobs:        {} ({} with no Agent, the server's, not scheduled here: {})",
+                s.jobs.len(),
+                server_jobs.len(),
+                server_jobs.join(", ")
+            );
+        }
         out_line!(
             "  mappings:    {} entity type, {} association",
             s.entity_type_mappings.len(),

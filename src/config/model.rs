@@ -148,6 +148,23 @@ pub struct ExportTask {
     pub ignore_cookie_file: bool,
     /// Runs on this agent.
     pub served: bool,
+    /// `<TaskDependsOnTask ParentTask=...>`: in a job, this task runs only if each of these
+    /// succeeded earlier in the same job run.
+    pub depends_on: Vec<Ident>,
+    #[serde(skip)]
+    pub loc: Location,
+}
+
+/// A task of a kind this agent does not run (`PrepareSynchronizationTask`, `FulfillTask`, the
+/// server's `SynchronizeTask`, ...): read so that jobs that name it resolve; a job logs its step
+/// as "not run by this agent" and goes on.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherTask {
+    pub identifier: Ident,
+    /// The element's name, e.g. `PrepareSynchronizationTask`.
+    pub kind: String,
+    pub agent: Option<Ident>,
+    pub depends_on: Vec<Ident>,
     #[serde(skip)]
     pub loc: Location,
 }
@@ -155,10 +172,33 @@ pub struct ExportTask {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStep {
     pub task: Ident,
-    pub level: i64,
+    /// `Level`, when written. Steps without one run first, one after the other in document
+    /// order; then each explicit level in increasing order, its steps together.
+    pub level: Option<i64>,
 }
 
-/// A job's schedule: a six-field cron expression (seconds first), in UTC or the server's time.
+impl Job {
+    /// The job's steps as groups run one after the other; the steps of a group run together.
+    pub fn groups(&self) -> Vec<Vec<&JobStep>> {
+        let mut groups: Vec<Vec<&JobStep>> = self
+            .steps
+            .iter()
+            .filter(|s| s.level.is_none())
+            .map(|s| vec![s])
+            .collect();
+        let mut levels: std::collections::BTreeMap<i64, Vec<&JobStep>> = Default::default();
+        for s in &self.steps {
+            if let Some(l) = s.level {
+                levels.entry(l).or_default().push(s);
+            }
+        }
+        groups.extend(levels.into_values());
+        groups
+    }
+}
+
+/// A job's schedule: a cron expression of five fields (minute first) or six (second first), in
+/// UTC or the server's time.
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     pub expression: String,
@@ -199,6 +239,8 @@ pub struct Snapshot {
     pub entity_type_mappings: Vec<EntityTypeMapping>,
     pub association_mappings: Vec<EntityAssociationMapping>,
     pub export_tasks: Vec<ExportTask>,
+    /// Tasks of other kinds (run by the server or not implemented here).
+    pub other_tasks: Vec<OtherTask>,
     pub jobs: Vec<Job>,
     /// Elements of the configuration that the agent does not use, by name, with their count.
     pub skipped: BTreeMap<String, usize>,
@@ -215,6 +257,11 @@ impl Snapshot {
 
     pub fn export_task(&self, id: &str) -> Option<&ExportTask> {
         self.export_tasks.iter().find(|t| t.identifier.matches(id))
+    }
+
+    /// A task of another kind.
+    pub fn other_task(&self, id: &str) -> Option<&OtherTask> {
+        self.other_tasks.iter().find(|t| t.identifier.matches(id))
     }
 
     /// The `ConnectionColumn`s that the entity type mappings read from each connection table of

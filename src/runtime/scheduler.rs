@@ -1,5 +1,6 @@
-//! The scheduler: fires each `<Job>` of this agent at its cron times. Steps run by `Level`
-//! (same level together, the next level after all of them end); a failed task stops the job
+//! The scheduler: fires each `<Job>` of this agent at its cron times (a job with no `Agent` is
+//! the server's and is not scheduled here). Steps without a Level run one after the other in
+//! document order, then each explicit Level with its steps together; a failed task stops the job
 //! unless it has `ContinueOnError`. A job never runs twice at once, and occurrences missed while
 //! the agent was down or busy are not replayed: the next due time is taken.
 
@@ -8,7 +9,7 @@ use super::runs::{RunEventKind, RunState};
 use crate::config::{CronSchedule, Job};
 use crate::export::Target;
 use chrono::{DateTime, Local, Utc};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ pub fn spawn(rt: Arc<Runtime>) {
             for job in snapshot
                 .jobs
                 .iter()
-                .filter(|j| j.agent.as_ref().is_none_or(|a| a == &snapshot.agent))
+                .filter(|j| j.agent.as_ref().is_some_and(|a| a == &snapshot.agent))
             {
                 let Some(schedule) = &job.schedule else {
                     continue;
@@ -99,25 +100,48 @@ pub fn spawn(rt: Arc<Runtime>) {
     });
 }
 
-/// Runs a job's steps level by level. Returns whether every task succeeded (or was warned).
+/// Runs a job: its groups of steps one after the other (`Job::groups`: steps without a Level
+/// one by one in document order, then each explicit level with its steps together). A task of
+/// another kind, or an export task of another agent, is logged as not run by this agent and the
+/// job goes on; a task whose `TaskDependsOnTask` parent did not succeed in this job run is not
+/// run; a failed task stops the job unless it has `ContinueOnError`. Returns whether the job ran
+/// to its end.
 pub async fn run_job(rt: &Arc<Runtime>, job: &Job) -> bool {
     // The whole job runs on the configuration it started with.
     let snapshot = rt.snapshot();
-    let mut levels: BTreeMap<i64, Vec<&crate::config::JobStep>> = BTreeMap::new();
-    for step in &job.steps {
-        levels.entry(step.level).or_default().push(step);
-    }
-    tracing::info!(job = %job.identifier, levels = levels.len(), "job started");
+    let groups = job.groups();
+    tracing::info!(job = %job.identifier, groups = groups.len(), "job started");
     let started_by = format!("scheduler:{}", job.identifier);
-    for (level, steps) in levels {
+    // The tasks that succeeded in this job run (lower-cased identifiers).
+    let mut succeeded: HashSet<String> = HashSet::new();
+    for (group, steps) in groups.into_iter().enumerate() {
         let mut waits = Vec::new();
         for step in steps {
-            let continue_on_error = snapshot
-                .export_task(step.task.as_str())
-                .is_some_and(|t| t.continue_on_error);
-            match start_step(rt, &snapshot, step.task.as_str(), &started_by).await {
+            let id = step.task.as_str();
+            let export = snapshot.export_task(id);
+            let other = snapshot.other_task(id);
+            let parents = export
+                .map(|t| &t.depends_on)
+                .or(other.map(|t| &t.depends_on))
+                .cloned()
+                .unwrap_or_default();
+            if let Some(parent) = parents.iter().find(|p| !succeeded.contains(&p.key())) {
+                tracing::warn!(job = %job.identifier, task = %step.task, %parent, "task not run: the task it depends on did not succeed in this job run");
+                continue;
+            }
+            if let Some(other) = other {
+                tracing::info!(job = %job.identifier, task = %step.task, "not run by this agent: {}", other.kind);
+                continue;
+            }
+            if let Some(t) = export.filter(|t| !t.served) {
+                tracing::info!(job = %job.identifier, task = %step.task, agent = %t.agent, "not run by this agent: ExportTask of agent {}", t.agent);
+                continue;
+            }
+            let continue_on_error = export.is_some_and(|t| t.continue_on_error);
+            match start_step(rt, &snapshot, id, &started_by).await {
                 Ok((record, mut rx)) => waits.push(tokio::spawn({
                     let rt = rt.clone();
+                    let task = step.task.clone();
                     async move {
                         // Until the run's final event; the registry has the final state.
                         loop {
@@ -137,16 +161,14 @@ pub async fn run_job(rt: &Arc<Runtime>, job: &Job) -> bool {
                                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                             }
                         }
-                        let ok = rt.runs.get(&record.id).is_some_and(|r| {
-                            matches!(r.state, RunState::Succeeded | RunState::NotRun)
-                        });
-                        (record.task.unwrap_or_default(), ok, continue_on_error)
+                        let state = rt.runs.get(&record.id).map(|r| r.state);
+                        (task, state, continue_on_error)
                     }
                 })),
                 Err(e) => {
                     tracing::error!(job = %job.identifier, task = %step.task, error = %e, "job step not started");
                     if !continue_on_error {
-                        tracing::error!(job = %job.identifier, level, "job stopped");
+                        tracing::error!(job = %job.identifier, group, "job stopped");
                         return false;
                     }
                 }
@@ -154,21 +176,28 @@ pub async fn run_job(rt: &Arc<Runtime>, job: &Job) -> bool {
         }
         let mut stop = false;
         for w in waits {
-            let Ok((task, ok, continue_on_error)) = w.await else {
+            let Ok((task, state, continue_on_error)) = w.await else {
                 stop = true;
                 continue;
             };
-            if !ok {
-                if continue_on_error {
+            // A task that had nothing to do (not run) does not stop the job, but it produced
+            // nothing: the tasks that depend on it do not run.
+            match state {
+                Some(RunState::Succeeded) => {
+                    succeeded.insert(task.key());
+                }
+                Some(RunState::NotRun) => {}
+                _ if continue_on_error => {
                     tracing::warn!(job = %job.identifier, %task, "task failed; ContinueOnError: the job goes on");
-                } else {
+                }
+                _ => {
                     tracing::error!(job = %job.identifier, %task, "task failed");
                     stop = true;
                 }
             }
         }
         if stop {
-            tracing::error!(job = %job.identifier, level, "job stopped after a failed task");
+            tracing::error!(job = %job.identifier, group, "job stopped after a failed task");
             return false;
         }
     }

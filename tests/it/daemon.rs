@@ -536,7 +536,7 @@ async fn cron_jobs_fire_and_levels_stop_on_failure() {
 <Job Identifier=\"EveryTwoSeconds\" DisplayName_L1=\"j\" Agent=\"Local\" CronTabExpression=\"*/2 * * * * *\">
   <Step Task=\"ExportPeople\" Level=\"0\"/>
 </Job>
-<Job Identifier=\"Stops\" DisplayName_L1=\"s\" CronTabExpression=\"*/3 * * * * *\" CronTimeZone=\"1\">
+<Job Identifier=\"Stops\" DisplayName_L1=\"s\" Agent=\"Local\" CronTabExpression=\"*/3 * * * * *\" CronTimeZone=\"1\">
   <Step Task=\"Broken\" Level=\"0\"/>
   <Step Task=\"ExportPeople\" Level=\"1\"/>
 </Job>");
@@ -592,10 +592,10 @@ async fn cron_jobs_fire_and_levels_stop_on_failure() {
 #[test]
 fn bad_cron_expression_is_a_configuration_error() {
     let ws = workspace();
-    ws.xml("jobs.xml", "<Job Identifier=\"J\" DisplayName_L1=\"j\" CronTabExpression=\"0 0 * * *\" CronTimeZone=\"Mars\"/>");
+    ws.xml("jobs.xml", "<Job Identifier=\"J\" DisplayName_L1=\"j\" CronTabExpression=\"0 0 * *\" CronTimeZone=\"Mars\"/>");
     let out = ws.run(&["validate"]);
     assert_eq!(out.code, 78);
-    assert!(out.stderr.contains("jobs.xml:3:40: error: CronTabExpression=\"0 0 * * *\" is not a six-field cron expression"), "{}", out.stderr);
+    assert!(out.stderr.contains("jobs.xml:3:40: error: CronTabExpression=\"0 0 * *\" is not a cron expression of five fields (minute first) or six (second first)"), "{}", out.stderr);
     assert!(
         out.stderr.contains("CronTimeZone=\"Mars\" is not known"),
         "{}",

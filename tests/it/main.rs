@@ -6,6 +6,7 @@
 mod support;
 
 mod architecture;
+mod compat;
 mod csv_package;
 mod daemon;
 mod fuzz;

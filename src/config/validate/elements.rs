@@ -25,6 +25,7 @@ pub(super) struct Declared<'a> {
     pub(super) etms: Vec<EntityTypeMapping>,
     pub(super) eams: Vec<EntityAssociationMapping>,
     pub(super) tasks: Vec<ExportTask>,
+    pub(super) other_tasks: Vec<OtherTask>,
     pub(super) jobs: Vec<(Job, Vec<(JobStep, Location)>)>,
     pub(super) skipped: BTreeMap<String, usize>,
 }
@@ -44,8 +45,10 @@ pub(super) fn read_elements<'a>(
             "Connection" => read_connection(el, &mut out, d, registry),
             "EntityTypeMapping" => read_entity_type_mapping(el, &mut out, d),
             "EntityAssociationMapping" => read_association_mapping(el, &mut out, d),
-            "ExportTask" => read_export_task(el, &mut out, d, agent),
-            "Job" => read_job(el, &mut out, d),
+            "Job" => read_job(el, &mut out, d, agent),
+            name if is_task(name) => {
+                read_task(el, &mut out, d, agent, None);
+            }
             other => *out.skipped.entry(other.to_string()).or_default() += 1,
         }
     }
@@ -216,45 +219,116 @@ fn read_association_mapping<'a>(el: &'a RawElement, out: &mut Declared<'a>, d: &
     a.finish(d);
 }
 
+/// Whether an element declares a task: `ExportTask`, and every other `...Task` element of the
+/// documented agent and server tasks (`PrepareSynchronizationTask`, `SynchronizeTask`, ...).
+/// `TaskDependsOnTask` is a child of a task, and `...TaskOverride` elements are not tasks.
+fn is_task(name: &str) -> bool {
+    name.ends_with("Task") && name != "TaskDependsOnTask"
+}
+
+/// `<TaskDependsOnTask ParentTask="..."/>` children of a task.
+fn depends_on(el: &RawElement, d: &mut Diagnostics) -> Vec<Ident> {
+    let mut out = Vec::new();
+    for child in el.children.iter().filter(|c| c.name == "TaskDependsOnTask") {
+        let a = Attrs::new(child, &["ParentTask"]);
+        if let Some(parent) = a.required("ParentTask", "the task this one depends on", d) {
+            out.push(Ident::new(parent));
+        }
+        a.finish(d);
+    }
+    out
+}
+
+/// A task element (top level, or a child of `<Job>` whose agent it inherits when it names
+/// none). Returns its identifier.
+fn read_task<'a>(
+    el: &'a RawElement,
+    out: &mut Declared<'a>,
+    d: &mut Diagnostics,
+    agent: &Ident,
+    job_agent: Option<&str>,
+) -> Option<Ident> {
+    if el.name == "ExportTask" {
+        return read_export_task(el, out, d, agent, job_agent);
+    }
+    // Another kind: only what a job needs to name it and to place it.
+    let value = |name: &str| {
+        el.attr(name)
+            .map(|a| a.value.as_str())
+            .filter(|s| !s.trim().is_empty())
+    };
+    let identifier = value("Identifier")
+        .map(Ident::new)
+        .unwrap_or_else(|| Ident::new(format!("{}@{}", el.name, el.loc)));
+    let task_agent = value("Agent").or(job_agent).map(Ident::new);
+    out.other_tasks.push(OtherTask {
+        identifier: identifier.clone(),
+        kind: el.name.clone(),
+        agent: task_agent,
+        depends_on: depends_on(el, d),
+        loc: el.loc.clone(),
+    });
+    Some(identifier)
+}
+
 /// `<ExportTask>`.
 fn read_export_task<'a>(
     el: &'a RawElement,
     out: &mut Declared<'a>,
     d: &mut Diagnostics,
     agent: &Ident,
-) {
-    count_unknown_children(el, &[], &mut out.skipped);
+    job_agent: Option<&str>,
+) -> Option<Ident> {
+    count_unknown_children(el, &["TaskDependsOnTask"], &mut out.skipped);
     let a = Attrs::new(el, EXPORT_TASK_ATTRS);
-    let task_agent = a.required("Agent", "the agent that runs the task", d);
+    let task_agent = match (a.get("Agent").filter(|s| !s.is_empty()), job_agent) {
+        (Some(x), _) => Some(x),
+        (None, Some(j)) => Some(j),
+        (None, None) => a.required("Agent", "the agent that runs the task", d),
+    };
     let connection = a.required("Connection", "the connection to export", d);
     let continue_on_error = a.boolean("ContinueOnError", false, d);
     let ignore_cookie_file = a.boolean("IgnoreCookieFile", false, d);
     a.boolean("InitMode", false, d);
-    if let (Some(task_agent), Some(connection)) = (task_agent, connection) {
-        let identifier = a
-            .get("Identifier")
-            .filter(|s| !s.is_empty())
-            .map(Ident::new)
-            .unwrap_or_else(|| Ident::new(format!("ExportTask@{}", el.loc)));
+    let parents = depends_on(el, d);
+    let identifier = a
+        .get("Identifier")
+        .filter(|s| !s.is_empty())
+        .map(Ident::new)
+        .unwrap_or_else(|| Ident::new(format!("ExportTask@{}", el.loc)));
+    let read = if let (Some(task_agent), Some(connection)) = (task_agent, connection) {
         out.tasks.push(ExportTask {
             display_name: a.display_name(identifier.as_str()),
-            identifier,
+            identifier: identifier.clone(),
             agent: Ident::new(task_agent),
             connection: Ident::new(connection),
             continue_on_error,
             ignore_cookie_file,
             served: Ident::new(task_agent) == *agent,
+            depends_on: parents,
             loc: el.loc.clone(),
         });
-    }
+        Some(identifier)
+    } else {
+        None
+    };
     a.finish(d);
+    read
 }
 
-/// `<Job>`.
-fn read_job<'a>(el: &'a RawElement, out: &mut Declared<'a>, d: &mut Diagnostics) {
+/// `<Job>`: its `<Step>`s, and the tasks declared as its children (tasks of their own, and the
+/// job's steps in document order).
+fn read_job<'a>(el: &'a RawElement, out: &mut Declared<'a>, d: &mut Diagnostics, agent: &Ident) {
     let a = Attrs::new(el, JOB_ATTRS);
+    let job_agent = a.get("Agent").filter(|s| !s.is_empty());
     let mut steps = Vec::new();
     for child in &el.children {
+        if is_task(&child.name) {
+            if let Some(task) = read_task(child, out, d, agent, job_agent) {
+                steps.push((JobStep { task, level: None }, child.loc.clone()));
+            }
+            continue;
+        }
         if child.name != "Step" {
             *out.skipped
                 .entry(format!("Job/{}", child.name))
@@ -267,17 +341,22 @@ fn read_job<'a>(el: &'a RawElement, out: &mut Declared<'a>, d: &mut Diagnostics)
             .or_else(|| s.get("Identifier"))
             .filter(|t| !t.is_empty());
         let level = match s.get("Level") {
-            None => -1,
-            Some(v) => v.parse().unwrap_or_else(|_| {
-                d.push(
-                    Diagnostic::error(
-                        s.origin_of("Level"),
-                        format!("Level=\"{v}\" is not a whole number"),
-                    )
-                    .hint("steps with the same Level run together; write Level=\"0\", \"1\", ..."),
-                );
-                -1
-            }),
+            None => None,
+            Some(v) => {
+                match v.trim().parse() {
+                    Ok(l) => Some(l),
+                    Err(_) => {
+                        d.push(
+                        Diagnostic::error(
+                            s.origin_of("Level"),
+                            format!("Level=\"{v}\" is not a whole number"),
+                        )
+                        .hint("steps with the same Level run together; write Level=\"0\", \"1\", ..."),
+                    );
+                        None
+                    }
+                }
+            }
         };
         match task {
             Some(t) => steps.push((
@@ -315,23 +394,26 @@ fn read_job<'a>(el: &'a RawElement, out: &mut Declared<'a>, d: &mut Diagnostics)
             true
         }
     };
-    let schedule = a.get("CronTabExpression").filter(|e| !e.is_empty()).and_then(|e| {
-        use croner::parser::{CronParser, Seconds, Year};
-        let parser = CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).build();
-        match parser.parse(e) {
-            Ok(cron) => Some(CronSchedule { expression: e.to_string(), cron, utc }),
+    let schedule = a
+        .get("CronTabExpression")
+        .filter(|e| !e.is_empty())
+        .and_then(|e| match parse_cron(e) {
+            Ok(cron) => Some(CronSchedule {
+                expression: e.to_string(),
+                cron,
+                utc,
+            }),
             Err(err) => {
                 d.push(
                     Diagnostic::error(
                         a.origin_of("CronTabExpression"),
-                        format!("CronTabExpression=\"{e}\" is not a six-field cron expression (seconds first): {err}"),
+                        format!("CronTabExpression=\"{e}\" is not a cron expression of five fields (minute first) or six (second first): {err}"),
                     )
-                    .hint("write second minute hour day-of-month month day-of-week, e.g. \"0 */15 * * * *\" for every 15 minutes"),
+                    .hint("write minute hour day-of-month month day-of-week, e.g. \"*/15 * * * *\" for every 15 minutes (or six fields, seconds first: \"0 */15 * * * *\")"),
                 );
                 None
             }
-        }
-    });
+        });
     if let Some(id) = a.required("Identifier", "the job's identifier", d) {
         out.jobs.push((
             Job {
@@ -346,6 +428,18 @@ fn read_job<'a>(el: &'a RawElement, out: &mut Declared<'a>, d: &mut Diagnostics)
         ));
     }
     a.finish(d);
+}
+
+/// A cron expression: five fields (minute first, as crontab and the connector pages write them)
+/// or six (second first, as NCRONTAB and the job page write them).
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+        .map_err(|e| e.to_string())
 }
 
 /// Counts children that the agent does not read, as `Parent/Child`, for `validate`'s summary.
@@ -413,5 +507,31 @@ pub(super) fn check_transformation(t: &Attrs, connection: Option<&str>, d: &mut 
                 .hint(format!("write Table=\"{conn}_<dataset>\"")),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cron;
+    use chrono::TimeZone;
+
+    #[test]
+    fn five_fields_are_minute_first_and_six_second_first() {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 2, 10, 7, 30)
+            .unwrap();
+        let next = |e: &str| {
+            parse_cron(e)
+                .unwrap()
+                .find_next_occurrence(&at, false)
+                .unwrap()
+                .to_rfc3339()
+        };
+        assert_eq!(next("*/15 * * * *"), "2026-12-02T10:15:00+00:00");
+        assert_eq!(next("0 */15 * * * *"), "2026-12-02T10:15:00+00:00");
+        assert_eq!(next("*/2 * * * * *"), "2026-12-02T10:07:32+00:00");
+        assert_eq!(next("30 2 * * *"), "2026-12-03T02:30:00+00:00");
+        assert!(parse_cron("0 0 * *").is_err());
+        assert!(parse_cron("0 0 0 * * * 2027").is_err());
     }
 }

@@ -179,6 +179,7 @@ fn load_tree(
         entity_type_mappings: declared.etms,
         association_mappings: declared.eams,
         export_tasks: declared.tasks,
+        other_tasks: declared.other_tasks,
         jobs: declared.jobs.into_iter().map(|(j, _)| j).collect(),
         skipped: declared.skipped,
     };

@@ -49,8 +49,12 @@ pub(super) fn check_identities(declared: &Declared<'_>, conn_ids: &[Ident], d: &
         d,
     );
     check_duplicates(
-        "export task",
-        declared.tasks.iter().map(|t| (&t.identifier, &t.loc)),
+        "task",
+        declared
+            .tasks
+            .iter()
+            .map(|t| (&t.identifier, &t.loc))
+            .chain(declared.other_tasks.iter().map(|t| (&t.identifier, &t.loc))),
         d,
     );
     check_duplicates(
@@ -125,11 +129,17 @@ pub(super) fn check_tasks(
     }
 }
 
-/// Job steps name declared tasks.
+/// Job steps name declared tasks (of any kind); `TaskDependsOnTask` names a declared task, and
+/// one that is a step of every job that runs the dependent task (else the dependent task never
+/// runs in that job: a warning says so).
 pub(super) fn check_jobs(declared: &Declared<'_>, d: &mut Diagnostics) {
+    let declared_task = |id: &Ident| {
+        declared.tasks.iter().any(|t| &t.identifier == id)
+            || declared.other_tasks.iter().any(|t| &t.identifier == id)
+    };
     for (job, steps) in &declared.jobs {
         for (step, loc) in steps {
-            if !declared.tasks.iter().any(|t| t.identifier == step.task) {
+            if !declared_task(&step.task) {
                 d.push(
                     Diagnostic::error(
                         loc_origin(loc),
@@ -140,6 +150,45 @@ pub(super) fn check_jobs(declared: &Declared<'_>, d: &mut Diagnostics) {
                     )
                     .hint("declare the task (with that Identifier) or correct the step"),
                 );
+            }
+        }
+    }
+    let dependencies = declared
+        .tasks
+        .iter()
+        .map(|t| (&t.identifier, &t.depends_on, &t.loc))
+        .chain(
+            declared
+                .other_tasks
+                .iter()
+                .map(|t| (&t.identifier, &t.depends_on, &t.loc)),
+        );
+    for (task, parents, loc) in dependencies {
+        for parent in parents {
+            if !declared_task(parent) {
+                d.push(
+                    Diagnostic::error(
+                        loc_origin(loc),
+                        format!("task {task} depends on task {parent}, which is not declared"),
+                    )
+                    .hint("correct ParentTask in <TaskDependsOnTask>, or declare that task"),
+                );
+                continue;
+            }
+            for (job, steps) in &declared.jobs {
+                let has = |id: &Ident| steps.iter().any(|(s, _)| &s.task == id);
+                if has(task) && !has(parent) {
+                    d.push(
+                        Diagnostic::warning(
+                            loc_origin(loc),
+                            format!(
+                                "task {task} depends on task {parent}, which is not a step of job {}: the job never runs {task}",
+                                job.identifier
+                            ),
+                        )
+                        .hint(format!("add a step for {parent} before it, or remove the dependency")),
+                    );
+                }
             }
         }
     }

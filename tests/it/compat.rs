@@ -1,0 +1,184 @@
+//! Configurations written the way the Netwrix Identity Manager (Usercube) documentation shows
+//! them (`../shared/COMPAT.md`) run unchanged, through the binary.
+
+use crate::support::agent::*;
+use crate::support::*;
+use connagent::grpc::proto as pb;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "compat-token-canary-77d2";
+
+/// A documented complete job: an export declared inside the job, then the agent's prepare-sync
+/// and the server's synchronization; a job with steps written without Level; a dependency; a
+/// server job (no Agent).
+fn jobs_workspace() -> Workspace {
+    let mut ws = Workspace::new();
+    ws.write("in/people.csv", "id,name\n1,Ann\n");
+    ws.write("in/sites.csv", "code\nFR\n");
+    ws.settings(json!({
+        "Grpc": {"Listen": "127.0.0.1:0", "Tokens": [{"Name": "test", "Sha256": sha(TOKEN), "Role": "admin"}]},
+        "Shutdown": {"GraceSeconds": 1},
+        "Connections": {
+            "People": {"Path": "in/people.csv"},
+            "Sites": {"Path": "in/sites.csv"},
+            "Missing": {"Path": "in/missing.csv"}
+        }
+    }));
+    ws.xml(
+        "a.xml",
+        &format!(
+            "{}
+<Connection Identifier=\"People\" DisplayName_L1=\"People\" Connector=\"HR\" Package=\"Usercube.CSV@0000001\"/>
+<Connection Identifier=\"Sites\" DisplayName_L1=\"Sites\" Connector=\"HR\" Package=\"Usercube.CSV@0000001\"/>
+<Connection Identifier=\"Missing\" DisplayName_L1=\"Missing\" Connector=\"HR\" Package=\"Usercube.CSV@0000001\"/>
+<Job Identifier=\"HR_Complete\" DisplayName_L1=\"HR complete\" Agent=\"Local\" CronTabExpression=\"*/2 * * * * *\">
+  <ExportTask Identifier=\"HR_ExportPeople\" DisplayName_L1=\"export\" OpenIdClient=\"Job\" Connection=\"People\" IgnoreCookieFile=\"true\"/>
+  <PrepareSynchronizationTask Identifier=\"HR_Prepare\" DisplayName_L1=\"prepare\" Agent=\"Local\" OpenIdClient=\"Job\" Connector=\"HR\" SynchronizationMode=\"Complete\"/>
+  <SynchronizeTask Identifier=\"HR_Synchronize\" DisplayName_L1=\"synchronize\" Connector=\"HR\"/>
+</Job>
+<ExportTask Identifier=\"ExportMissing\" DisplayName_L1=\"m\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"Missing\" IgnoreCookieFile=\"true\"/>
+<ExportTask Identifier=\"ExportMissingWarn\" DisplayName_L1=\"m\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"Missing\" ContinueOnError=\"true\" IgnoreCookieFile=\"true\"/>
+<ExportTask Identifier=\"ExportSites\" DisplayName_L1=\"s\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"Sites\" IgnoreCookieFile=\"true\"/>
+<ExportTask Identifier=\"ExportSitesAfterWarn\" DisplayName_L1=\"s\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"Sites\" IgnoreCookieFile=\"true\">
+  <TaskDependsOnTask ParentTask=\"ExportMissingWarn\"/>
+</ExportTask>
+<Job Identifier=\"InOrder\" DisplayName_L1=\"in order\" Agent=\"Local\" CronTabExpression=\"*/2 * * * * *\">
+  <Step Identifier=\"ExportMissing\"/>
+  <Step Identifier=\"ExportSites\"/>
+</Job>
+<Job Identifier=\"Depends\" DisplayName_L1=\"depends\" Agent=\"Local\" CronTabExpression=\"*/2 * * * * *\">
+  <Step Identifier=\"ExportMissingWarn\"/>
+  <Step Identifier=\"ExportSitesAfterWarn\"/>
+</Job>
+<Job Identifier=\"ServerJob\" DisplayName_L1=\"the server's\" CronTabExpression=\"*/2 * * * * *\">
+  <Step Identifier=\"ExportSites\"/>
+</Job>
+<Job Identifier=\"Quarterly\" DisplayName_L1=\"five fields\" Agent=\"Local\" CronTabExpression=\"*/15 * * * *\">
+  <Step Identifier=\"ExportSites\"/>
+</Job>",
+            connector_xml()
+        ),
+    );
+    ws.env.push(("RUST_LOG".into(), "connagent=debug".into()));
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documented_jobs_run_as_documented() {
+    let ws = jobs_workspace();
+    // validate accepts it and lists what this agent does not run.
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(
+        v.stdout.contains("other tasks: 2 not run by this agent: HR_Prepare (PrepareSynchronizationTask), HR_Synchronize (SynchronizeTask)"),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        v.stdout.contains("not scheduled here: ServerJob"),
+        "{}",
+        v.stdout
+    );
+    // A task declared inside a job is a task of its own.
+    let e = ws.run(&["export", "--task", "HR_ExportPeople"]);
+    assert_eq!(e.code, 0, "{}", e.all());
+    std::fs::remove_file(ws.output_file("People.csv")).unwrap();
+
+    let agent = Proc::start(ws.command(&["--json", "run"]));
+    let mut c = client(&agent.addr()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let runs = c
+            .list_runs(auth(pb::ListRunsRequest::default(), TOKEN))
+            .await
+            .unwrap()
+            .into_inner()
+            .runs;
+        let by = |job: &str| {
+            runs.iter()
+                .filter(|r| r.started_by == format!("scheduler:{job}"))
+                .count()
+        };
+        // Each job fired at least twice.
+        if by("HR_Complete") >= 2 && by("InOrder") >= 2 && by("Depends") >= 2 {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the jobs did not fire: {runs:?}\n{}",
+            agent.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (_, log) = agent.stop();
+    let of = |job: &str| -> Vec<&pb::RunInfo> {
+        runs.iter()
+            .filter(|r| r.started_by == format!("scheduler:{job}"))
+            .collect()
+    };
+    // The export inside the job ran; the other steps were logged and skipped, in order.
+    assert!(
+        of("HR_Complete")
+            .iter()
+            .all(|r| r.task == "HR_ExportPeople" && r.state == pb::RunState::Succeeded as i32)
+    );
+    assert!(
+        log.contains("not run by this agent: PrepareSynchronizationTask"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not run by this agent: SynchronizeTask"),
+        "{log}"
+    );
+    assert!(ws.output_file("People.csv").exists());
+    // Steps without Level run one after the other: the failure of the first stops the job.
+    assert!(
+        of("InOrder")
+            .iter()
+            .all(|r| r.task == "ExportMissing" && r.state == pb::RunState::Failed as i32),
+        "{:?}",
+        of("InOrder")
+    );
+    // A task whose parent failed (ContinueOnError) in the run does not run.
+    assert!(
+        of("Depends").iter().all(|r| r.task == "ExportMissingWarn"),
+        "{:?}",
+        of("Depends")
+    );
+    assert!(
+        log.contains("task not run: the task it depends on did not succeed in this job run"),
+        "{log}"
+    );
+    // The server's job is not scheduled here. (The five-field job is accepted; when it fires is
+    // checked by the parser's own test: minute first.)
+    assert_eq!(of("ServerJob").len(), 0);
+}
+
+#[test]
+fn a_dependency_on_a_task_outside_the_job_is_said() {
+    let ws = jobs_workspace();
+    ws.xml(
+        "b.xml",
+        "<Job Identifier=\"Lonely\" DisplayName_L1=\"l\" Agent=\"Local\"><Step Identifier=\"ExportSitesAfterWarn\"/></Job>",
+    );
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(
+        v.stderr.contains("task ExportSitesAfterWarn depends on task ExportMissingWarn, which is not a step of job Lonely: the job never runs ExportSitesAfterWarn"),
+        "{}",
+        v.stderr
+    );
+    ws.xml(
+        "b.xml",
+        "<ExportTask Identifier=\"Orphan\" DisplayName_L1=\"o\" Agent=\"Local\" OpenIdClient=\"Job\" Connection=\"Sites\"><TaskDependsOnTask ParentTask=\"Ghost\"/></ExportTask>",
+    );
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 78, "{}", v.all());
+    assert!(
+        v.stderr
+            .contains("b.xml:3:1: error: task Orphan depends on task Ghost, which is not declared"),
+        "{}",
+        v.stderr
+    );
+}
