@@ -182,3 +182,31 @@ fn a_dependency_on_a_task_outside_the_job_is_said() {
         v.stderr
     );
 }
+
+#[test]
+fn postgres_accepts_the_documented_read_uncommitted() {
+    let pg = crate::support::pg::Pg::start();
+    let password = "pg-compat-canary-3b";
+    pg.sql("postgres", "CREATE DATABASE hr");
+    pg.sql(
+        "postgres",
+        &format!("CREATE ROLE agent LOGIN PASSWORD '{password}'"),
+    );
+    pg.sql(
+        "hr",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2); GRANT SELECT ON t TO agent;",
+    );
+    let ws = Workspace::new();
+    ws.settings(json!({"Connections": {"Pg": {
+        "ConnectionString": pg.url("agent", password, "hr"),
+        "SqlCommand": "SELECT id FROM t ORDER BY id",
+        "IsolationLevel": "ReadUncommitted"
+    }}}));
+    ws.xml("c.xml", &format!("{}\n<Connection Identifier=\"Pg\" DisplayName_L1=\"pg\" Connector=\"HR\" Package=\"Usercube.SQL.PostgreSQL@0000001\"/>", connector_xml()));
+    let out = ws.run(&["export", "--connection", "Pg", "--complete"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        python_csv(&ws.output_file("Pg.csv")),
+        vec![vec!["id"], vec!["1"], vec!["2"]]
+    );
+}

@@ -673,3 +673,39 @@ fn starttls_and_ldaps_with_a_test_ca() {
         assert!(ws.output_names().is_empty());
     }
 }
+
+#[test]
+fn the_documented_servers_item_runs_unchanged() {
+    // The documentation's example: Controls with DomainScope, NoSigning, and a SizeLimit that is
+    // ignored because Controls are listed.
+    let sl = Slapd::start(&people_ldif(300, 1, 10));
+    let servers = json!([{"Server": sl.url(), "AuthType": "Basic", "Login": sl.admin_dn,
+                          "Controls": ["PagedResult", "DomainScope"], "NoSigning": false}]);
+    let ws = workspace(
+        servers,
+        Some(&sl.admin_password),
+        json!({"SizeLimit": 120, "PageSize": 50}),
+    );
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(
+        v.stderr.contains("SizeLimit 120 is ignored"),
+        "{}",
+        v.stderr
+    );
+    let out = ws.run(&["export", "--connection", "Dir", "--complete"]);
+    assert_no_secret(&out);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // 300 people, the organisational units and the base: more than the ignored limit.
+    assert!(python_csv(&ws.output_file("Dir_entries.csv")).len() > 300);
+    // DomainScope without PagedResult is refused, as documented.
+    let servers = json!([{"Server": sl.url(), "AuthType": "Basic", "Login": sl.admin_dn, "Controls": ["DomainScope"]}]);
+    let ws = workspace(servers, Some(&sl.admin_password), json!({}));
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 78, "{}", v.all());
+    assert!(
+        v.stderr.contains("DomainScope needs PagedResult"),
+        "{}",
+        v.stderr
+    );
+}

@@ -352,3 +352,55 @@ async fn ranged_values_are_completed_or_the_export_fails() {
         assert!(e.message.contains("cn=g,ou=p"), "{}", e.message);
     }
 }
+
+#[tokio::test]
+async fn domain_scope_is_sent_not_critical_when_listed() {
+    type Seen = Vec<Vec<(String, bool)>>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Default::default();
+    let record = seen.clone();
+    let server = fake::start(script(move |s| {
+        record.lock().unwrap().push(s.controls.clone());
+        vec![(person(1), None), (fake::done(0), Some(fake::paged(b"")))]
+    }))
+    .await;
+    let s = settings(vec![
+        (
+            "Servers",
+            structured(
+                json!([{"Server": format!("ldap://127.0.0.1:{}", server.port),
+                               "Controls": ["PagedResult", "DomainScope"], "NoSigning": false}]),
+            ),
+        ),
+        ("Tables", structured(people())),
+        ("Attributes", SettingValue::TextList(vec!["cn".into()])),
+    ]);
+    let cancel = CancellationToken::new();
+    let conn = ConnectionRef {
+        identifier: connagent::ident::Ident::new("Dir"),
+        settings: Arc::new(s),
+        cancel: cancel.clone(),
+        mapped_columns: Vec::new(),
+    };
+    let tables: Tables = Default::default();
+    let sink = RowSink::new(Arc::new(MemoryOpener {
+        tables: tables.clone(),
+        cancel,
+    }));
+    LdapPackage
+        .export(&conn, ExportMode::Complete, sink)
+        .await
+        .expect("export");
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for controls in seen {
+        assert!(
+            controls.contains(&("1.2.840.113556.1.4.1339".to_string(), false)),
+            "{controls:?}"
+        );
+        assert!(
+            controls
+                .iter()
+                .any(|(oid, _)| oid == connagent::packages::ldap::PAGED_RESULTS_OID)
+        );
+    }
+}

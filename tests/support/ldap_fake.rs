@@ -82,6 +82,8 @@ pub struct Search {
     pub attrs: Vec<String>,
     /// The paged-results cookie, when the control was sent.
     pub cookie: Option<Vec<u8>>,
+    /// The OIDs of the request's controls, with their criticality.
+    pub controls: Vec<(String, bool)>,
 }
 
 /// An answer: protocol operations, each with its response controls (or none).
@@ -137,10 +139,28 @@ fn search_of(op: &StructureTag, controls: Option<&StructureTag>) -> Search {
             parts(&tag).get(1).and_then(primitive).map(<[u8]>::to_vec)
         })
     });
+    let controls = controls
+        .map(|c| {
+            parts(c)
+                .iter()
+                .map(|ctrl| {
+                    let fields = parts(ctrl);
+                    // criticality is the BOOLEAN after the OID, when present.
+                    let critical = fields
+                        .get(1)
+                        .filter(|f| f.id == 1)
+                        .and_then(primitive)
+                        .is_some_and(|b| b.first().is_some_and(|x| *x != 0));
+                    (text(fields.first()), critical)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Search {
         base: text(p.first()),
         attrs,
         cookie,
+        controls,
     }
 }
 

@@ -306,7 +306,7 @@ impl Package for LdapPackage {
 
     fn check(&self, settings: &Settings) -> Vec<Problem> {
         match Config::load(settings) {
-            Ok(_) => Vec::new(),
+            Ok(cfg) => cfg.notes,
             Err(problems) => problems,
         }
     }

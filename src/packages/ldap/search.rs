@@ -1,6 +1,9 @@
 //! Searches: paged searches driven page by page (every page's result code checked, no-progress
 //! stopped), ranged values completed, and the tables exported row by row.
 
+/// Active Directory's domain-scope control (LDAP_SERVER_DOMAIN_SCOPE_OID).
+pub(super) const DOMAIN_SCOPE_OID: &str = "1.2.840.113556.1.4.1339";
+
 use super::*;
 
 pub(super) type Stream = ldap3::SearchStream<'static, String, Vec<String>>;
@@ -57,12 +60,22 @@ impl PagedSearch {
         table: &TableConfig,
         cancel: &CancellationToken,
     ) -> Result<(), PackageError> {
-        let control: RawControl = ldap3::controls::PagedResults {
-            size: cfg.page_size,
-            cookie: self.cookie.clone(),
+        let mut controls: Vec<RawControl> = vec![
+            ldap3::controls::PagedResults {
+                size: cfg.page_size,
+                cookie: self.cookie.clone(),
+            }
+            .into(),
+        ];
+        if session.domain_scope {
+            // LDAP_SERVER_DOMAIN_SCOPE_OID, not critical: servers that do not know it ignore it.
+            controls.push(RawControl {
+                ctype: DOMAIN_SCOPE_OID.to_string(),
+                crit: false,
+                val: None,
+            });
         }
-        .into();
-        session.ldap.with_controls(control);
+        session.ldap.with_controls(controls);
         session.ldap.with_search_options(
             SearchOptions::new()
                 .sizelimit(cfg.size_limit)

@@ -28,6 +28,8 @@ pub(super) struct Session {
     /// The servers tried before this one, and why they were skipped.
     pub(super) skipped: Vec<String>,
     pub(super) timeout: Option<Duration>,
+    /// Searches send the Active Directory domain-scope control (`Controls: DomainScope`).
+    pub(super) domain_scope: bool,
 }
 
 impl Session {
@@ -186,6 +188,7 @@ pub(super) async fn connect_one(
         login: "anonymous".into(),
         root: RootDse::default(),
         skipped: Vec::new(),
+        domain_scope: server.domain_scope,
         timeout: cfg.timeout,
     };
     if server.auth == AuthType::Basic {

@@ -58,7 +58,7 @@ pub(super) const SETTINGS: &[SettingSpec] = &[
         default: Some("0"),
         required: false,
         secured: false,
-        description: "Most entries one table may read; a table with more fails the export (nothing is published). The server is asked for the same limit, over all the pages of a search. 0: no limit asked by the agent (the server's own limits still apply).",
+        description: "Most entries one table may read; a table with more fails the export (nothing is published). The server is asked for the same limit, over all the pages of a search. 0: no limit asked by the agent (the server's own limits still apply). Ignored, as documented, when the Servers list Controls.",
     },
     SettingSpec {
         name: "TimeLimit",
@@ -122,6 +122,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "EnableSSL",
     "StartTLS",
     "Controls",
+    "NoSigning",
 ];
 pub(super) const TABLE_KEYS: &[&str] = &["Table", "BaseDN", "Filter", "Scope"];
 pub(super) const NEGOTIATE_MESSAGE: &str =
@@ -208,6 +209,11 @@ pub(super) struct ServerConfig {
     /// nothing can show it.
     pub(super) own_password: Option<Secret>,
     pub(super) start_tls: bool,
+    /// `Controls` lists `DomainScope`: searches send the Active Directory domain-scope control
+    /// (not critical: other servers ignore it).
+    pub(super) domain_scope: bool,
+    /// `Controls` is written: as documented, `SizeLimit` is then ignored.
+    pub(super) lists_controls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +312,8 @@ pub(super) struct Config {
     pub(super) size_limit: i32,
     pub(super) time_limit: i32,
     pub(super) timeout: Option<Duration>,
+    /// Notes for `validate` (warnings): the settings stay usable.
+    pub(super) notes: Vec<Problem>,
 }
 
 impl Config {
@@ -349,13 +357,24 @@ impl Config {
         let (attributes, p) = parse_attributes(settings.list("Attributes"));
         problems.extend(p);
         let page_size = int_setting(settings, "PageSize", 500, 1, MAX_PAGE_SIZE, &mut problems);
-        let size_limit = int_setting(settings, "SizeLimit", 0, 0, i32::MAX as i64, &mut problems);
+        let mut size_limit =
+            int_setting(settings, "SizeLimit", 0, 0, i32::MAX as i64, &mut problems);
+        // As documented: SizeLimit is ignored when the servers list Controls (paged searches).
+        if size_limit > 0 && servers.iter().any(|s| s.lists_controls) {
+            problems.push(Problem::note(
+                Some("SizeLimit"),
+                format!("SizeLimit {size_limit} is ignored: the Servers list Controls, and paged searches read every entry (as the documentation says)"),
+                "remove SizeLimit, or remove Controls from Servers to have the limit enforced",
+            ));
+            size_limit = 0;
+        }
         let time_limit = int_setting(settings, "TimeLimit", 0, 0, MAX_SECONDS, &mut problems);
         let timeout = int_setting(settings, "TimeOut", 30, 0, MAX_SECONDS, &mut problems);
-        if !problems.is_empty() {
+        if problems.iter().any(|p| !p.warning) {
             return Err(problems);
         }
         Ok(Config {
+            notes: problems,
             servers,
             default_password,
             tables,
@@ -625,12 +644,23 @@ pub(super) fn parse_servers(
         for (message, hint) in control_problems(m.get("Controls")) {
             problem(message, hint, "Servers");
         }
+        let controls = control_names(m.get("Controls"));
+        let domain_scope = controls
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("DomainScope"));
+        // NoSigning turns off Kerberos signing and sealing: it means something only with
+        // AuthType Negotiate, which is not supported here; written as a boolean, it is accepted.
+        if let Err(e) = m.boolean("NoSigning") {
+            problem(e, "write true or false", "Servers");
+        }
         servers.push(ServerConfig {
             url,
             auth,
             login,
             own_password,
             start_tls,
+            domain_scope,
+            lists_controls: m.get("Controls").is_some(),
         });
     }
     (servers, problems)
@@ -651,7 +681,22 @@ fn auth_type(v: Option<&J>, has_login: bool) -> Result<AuthType, String> {
     }
 }
 
-/// The problems of a server's `Controls` (the only control is PagedResult, always used).
+/// The names in a server's `Controls`.
+fn control_names(v: Option<&J>) -> Vec<String> {
+    match v {
+        Some(J::Array(a)) => a
+            .iter()
+            .filter_map(J::as_str)
+            .map(|s| s.trim().to_string())
+            .collect(),
+        Some(J::String(s)) => vec![s.trim().to_string()],
+        _ => Vec::new(),
+    }
+}
+
+/// The problems of a server's `Controls`: `PagedResult` (always used) and `DomainScope` (the
+/// Active Directory control that keeps a search in one domain; it needs PagedResult, as
+/// documented).
 fn control_problems(v: Option<&J>) -> Vec<(String, &'static str)> {
     let Some(v) = v else {
         return Vec::new();
@@ -660,18 +705,22 @@ fn control_problems(v: Option<&J>) -> Vec<(String, &'static str)> {
         J::Array(a) => a.iter().map(J::as_str).collect(),
         other => vec![other.as_str()],
     };
+    let paged =
+        |c: &str| c.eq_ignore_ascii_case("PagedResult") || c.eq_ignore_ascii_case("PagedResults");
+    let has_paged = names.iter().flatten().any(|c| paged(c.trim()));
     names
         .into_iter()
         .filter_map(|c| match c.map(str::trim) {
-            Some(c)
-                if c.eq_ignore_ascii_case("PagedResult")
-                    || c.eq_ignore_ascii_case("PagedResults") =>
-            {
-                None
-            }
+            Some(c) if paged(c) => None,
+            Some(c) if c.eq_ignore_ascii_case("DomainScope") => (!has_paged).then(|| {
+                (
+                    "DomainScope needs PagedResult in the same Controls".to_string(),
+                    "write \"Controls\": [\"PagedResult\", \"DomainScope\"]",
+                )
+            }),
             Some(c) => Some((
                 format!("unknown control {c:?}"),
-                "the only control is PagedResult (paged results are always used)",
+                "the controls are PagedResult (paged results are always used) and DomainScope",
             )),
             None => Some((
                 "Controls must be a list of names".to_string(),

@@ -41,6 +41,8 @@ pub(super) async fn export_queries(
         .text("IsolationLevel")
         .unwrap_or("RepeatableRead")
     {
+        // PostgreSQL treats it as READ COMMITTED (it has no dirty reads).
+        "ReadUncommitted" => "READ UNCOMMITTED",
         "ReadCommitted" => "READ COMMITTED",
         "Serializable" => "SERIALIZABLE",
         _ => "REPEATABLE READ",

@@ -33,7 +33,14 @@ use tokio_stream::StreamExt;
 
 pub struct PostgresPackage;
 
-const ISOLATION: &[&str] = &["ReadCommitted", "RepeatableRead", "Serializable"];
+/// ReadUncommitted is the SQL family's documented default: PostgreSQL accepts it and runs it as
+/// Read Committed.
+const ISOLATION: &[&str] = &[
+    "ReadUncommitted",
+    "ReadCommitted",
+    "RepeatableRead",
+    "Serializable",
+];
 
 const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
@@ -59,7 +66,7 @@ const SETTINGS: &[SettingSpec] = &[
         default: Some("RepeatableRead"),
         required: false,
         secured: false,
-        description: "Isolation of the export's read-only transaction. RepeatableRead (the default) gives every table of one export the same snapshot.",
+        description: "Isolation of the export's read-only transaction. RepeatableRead (the default) gives every table of one export the same snapshot. ReadUncommitted (the SQL family's documented default) is accepted; PostgreSQL runs it as ReadCommitted.",
     },
     SettingSpec {
         name: "CaFile",
