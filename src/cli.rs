@@ -617,7 +617,8 @@ fn connections(cli: &Cli, registry: &Arc<Registry>, args: &ConnectionsArgs) -> u
                     "package": c.package_id(),
                     "usage_count": usage.len(),
                     "usage": usage.iter().map(|(k, n)| json!({"kind": k, "name": n})).collect::<Vec<_>>(),
-                    "served": if c.served { "here" } else { "other agent" },
+                    "served": s.served_label(c),
+                    "served_by": if c.served { Some(&s.agent) } else { s.served_by(c) },
                     "settings": c.settings.label(),
                     "first_seen": time_of(&c.identifier).map(|t| t.first_seen),
                     "last_modified": time_of(&c.identifier).map(|t| t.last_modified),
@@ -664,11 +665,7 @@ fn connections(cli: &Cli, registry: &Arc<Registry>, args: &ConnectionsArgs) -> u
                     plural(tasks),
                     plural(maps)
                 ),
-                if c.served {
-                    "here".into()
-                } else {
-                    "other agent".into()
-                },
+                s.served_label(c),
                 c.settings.label().into(),
                 time_of(&c.identifier)
                     .map(|t| t.last_modified.format("%Y-%m-%d %H:%M").to_string())

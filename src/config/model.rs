@@ -259,6 +259,23 @@ impl Snapshot {
         self.export_tasks.iter().find(|t| t.identifier.matches(id))
     }
 
+    /// The agent that serves a connection: its connector's `Agent` (none: every agent).
+    pub fn served_by(&self, c: &Connection) -> Option<&Ident> {
+        self.connectors
+            .iter()
+            .find(|k| k.identifier == c.connector)
+            .and_then(|k| k.agent.as_ref())
+    }
+
+    /// How a listing says who serves a connection: "here", or "other agent: <id>".
+    pub fn served_label(&self, c: &Connection) -> String {
+        match (c.served, self.served_by(c)) {
+            (true, _) => "here".to_string(),
+            (false, Some(a)) => format!("other agent: {a}"),
+            (false, None) => "other agent".to_string(),
+        }
+    }
+
     /// A task of another kind.
     pub fn other_task(&self, id: &str) -> Option<&OtherTask> {
         self.other_tasks.iter().find(|t| t.identifier.matches(id))

@@ -151,6 +151,14 @@ pub fn connection_summary(
             })
             .collect(),
         served_here: c.served,
+        served_by: if c.served {
+            snapshot.agent.to_string()
+        } else {
+            snapshot
+                .served_by(c)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        },
         settings_status: settings_status(&c.settings) as i32,
         schema_status: Some(schema_status(&schema_state)),
         first_seen: times.as_ref().map(|t| ts(t.first_seen)),

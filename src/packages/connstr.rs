@@ -56,6 +56,8 @@ impl Drop for ConnectionString {
 const SECRET_KEYS: &[&str] = &[
     "password",
     "pwd",
+    // Npgsql's alias of Password.
+    "psw",
     "accountkey",
     "sharedaccesskey",
     "secret",

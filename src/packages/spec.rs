@@ -697,7 +697,7 @@ impl Settings {
 
 /// Settings added after fingerprints were first stored (Work/State): left out of the fingerprint
 /// while they are not written, so that an upgrade does not mark every connection modified.
-const ADDED_LATER: &[&str] = &["ReadTimeout"];
+const ADDED_LATER: &[&str] = &["ReadTimeout", "ProviderClassFullName", "ProviderDllName"];
 
 /// Calls `f` with every string of a JSON value (numbers as text too).
 fn json_strings(v: &serde_json::Value, f: &mut dyn FnMut(&str)) {

@@ -62,6 +62,29 @@ pub const CSV_ENCODING: SettingSpec = SettingSpec {
     description: "Encoding of the connection tables written: UTF-8 (no BOM), UTF-8-BOM, UTF-16 (little-endian, with BOM), UTF-16BE, US-ASCII, or a legacy encoding such as windows-1252. A character the encoding cannot hold fails the table.",
 };
 
+/// The documented .NET provider settings of the SQL family (`ProviderClassFullName`,
+/// `ProviderDllName`): accepted so that documented configurations run, and not used (the agent
+/// has its own drivers).
+pub const PROVIDER_CLASS_FULL_NAME: SettingSpec = SettingSpec {
+    name: "ProviderClassFullName",
+    section: Section::Advanced,
+    kind: SettingKind::Text,
+    default: None,
+    required: false,
+    secured: false,
+    description: "The .NET data provider the established agent loads (e.g. Npgsql.NpgsqlFactory). Accepted for compatibility and not used: this agent has its own driver for the package.",
+};
+
+pub const PROVIDER_DLL_NAME: SettingSpec = SettingSpec {
+    name: "ProviderDllName",
+    section: Section::Advanced,
+    kind: SettingKind::Text,
+    default: None,
+    required: false,
+    secured: false,
+    description: "The .NET assembly of the provider (e.g. Npgsql.dll). Accepted for compatibility and not used.",
+};
+
 pub const READ_TIMEOUT: SettingSpec = SettingSpec {
     name: "ReadTimeout",
     section: Section::Advanced,

@@ -33,6 +33,8 @@ const SETTINGS: &[SettingSpec] = &[
     sql::TABLES,
     sql::TIMEOUT,
     sql::CSV_ENCODING,
+    sql::PROVIDER_CLASS_FULL_NAME,
+    sql::PROVIDER_DLL_NAME,
 ];
 
 static INFO: PackageInfo = PackageInfo {

@@ -133,7 +133,12 @@ impl Runtime {
                 ReloadOutcome::rejected(now, vec![format!("the reload stopped unexpectedly: {e}")])
             }
             Ok(Err(d)) => ReloadOutcome::rejected(now, d.errors().map(|e| e.to_string()).collect()),
-            Ok(Ok(l)) if l.diagnostics.has_errors() => {
+            // Errors, or a connection dropped while something still uses it (a mapping whose
+            // table names no connection is only a warning at validation; dropping the
+            // connection it read from is still refused here).
+            Ok(Ok(l))
+                if l.diagnostics.has_errors() || !removed_in_use(&old, &l.snapshot).is_empty() =>
+            {
                 let mut errors = removed_in_use(&old, &l.snapshot);
                 errors.extend(l.diagnostics.errors().map(|e| e.to_string()));
                 ReloadOutcome::rejected(now, errors)

@@ -209,4 +209,81 @@ fn postgres_accepts_the_documented_read_uncommitted() {
         python_csv(&ws.output_file("Pg.csv")),
         vec![vec!["id"], vec!["1"], vec!["2"]]
     );
+    // Npgsql's own spellings: the port in Host, DB, PSW.
+    ws.settings(json!({"Connections": {"Pg": {
+        "ConnectionString": format!("Host=127.0.0.1:{};DB=hr;Username=agent;PSW={password};SSL Mode=Disable", pg.port),
+        "SqlCommand": "SELECT id FROM t ORDER BY id",
+        "ProviderClassFullName": "Npgsql.NpgsqlFactory",
+        "ProviderDllName": "Npgsql.dll"
+    }}}));
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(
+        !v.stderr.contains("Provider"),
+        "accepted silently: {}",
+        v.stderr
+    );
+    let out = ws.run(&["export", "--connection", "Pg", "--complete"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.all().contains(password));
+    let shown = ws.run(&["connections", "--show-settings"]);
+    assert!(!shown.all().contains(password), "{}", shown.all());
+}
+
+#[test]
+fn a_connection_table_of_no_declared_connection_is_a_warning() {
+    let ws = Workspace::new();
+    ws.settings(json!({}));
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<EntityAssociationMapping Identifier=\"A\" Connector=\"HR\" ConnectionTable=\"Ghost_member\" Column1=\"a\" Column2=\"b\"/>",
+            connector_xml()
+        ),
+    );
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(
+        v.stderr.contains("c.xml:5:1: warning: entity association mapping A reads ConnectionTable \"Ghost_member\", which belongs to no declared connection"),
+        "{}",
+        v.stderr
+    );
+}
+
+#[test]
+fn an_identifier_too_long_for_a_file_name_is_refused_at_validation() {
+    let ws = Workspace::new();
+    let id = format!("L{}", "o".repeat(249));
+    ws.write("in/p.csv", "id\n1\n");
+    ws.settings(json!({"Connections": {id.clone(): {"Path": "in/p.csv"}}}));
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"{id}\" DisplayName_L1=\"long\" Connector=\"HR\" Package=\"Csv\"/>",
+            connector_xml()
+        ),
+    );
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 78, "{}", v.all());
+    assert!(
+        v.stderr
+            .contains("connection identifier is 250 characters long")
+            && v.stderr.contains("over the file system's limit of 255")
+            && v.stderr.contains("at most 243 characters"),
+        "{}",
+        v.stderr
+    );
+    // 243 characters: the longest name is exactly 255 bytes, and the export works.
+    let id = format!("L{}", "o".repeat(242));
+    ws.settings(json!({"Connections": {id.clone(): {"Path": "in/p.csv"}}}));
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"{id}\" DisplayName_L1=\"long\" Connector=\"HR\" Package=\"Csv\"/>",
+            connector_xml()
+        ),
+    );
+    let out = ws.run(&["export", "--connection", &id, "--complete"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(ws.output_file(&format!("{id}.csv")).exists());
 }

@@ -121,6 +121,7 @@ async fn every_rpc_over_a_real_socket() {
         .find(|c| c.identifier == "Remote")
         .unwrap();
     assert!(!remote.served_here);
+    assert_eq!(remote.served_by, "Elsewhere");
     assert_eq!(remote.settings_status, pb::SettingsStatus::Missing as i32);
     let db = l
         .connections

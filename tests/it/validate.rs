@@ -110,7 +110,14 @@ fn connections_filters() {
     let j = ws
         .run(&["connections", "--json", "--connector", "other"])
         .json();
-    assert_eq!(j["connections"][0]["served"], "other agent");
+    assert_eq!(j["connections"][0]["served"], "other agent: Remote");
+    assert_eq!(j["connections"][0]["served_by"], "Remote");
+    let text = ws.run(&["connections", "--connector", "other"]);
+    assert!(
+        text.stdout.contains("other agent: Remote"),
+        "{}",
+        text.stdout
+    );
     assert_eq!(j["connections"][0]["settings"], "missing");
     let bad = ws.run(&["connections", "--category", "Printer"]);
     assert_eq!(bad.code, 2, "{}", bad.all());
@@ -202,7 +209,7 @@ fn cases() -> Vec<Case> {
             files: vec![("x.xml", conn("<EntityTypeMapping Identifier=\"P\" Connector=\"Nope\" ConnectionTable=\"Ghost_entries\"/>"))],
             settings: json!({}),
             at: "x.xml:5:1",
-            message: "entity type mapping P reads ConnectionTable \"Ghost_entries\", which belongs to no declared connection",
+            message: "entity type mapping P names connector Nope, which is not declared",
         },
         Case {
             name: "association mapping to unknown connector",
@@ -210,13 +217,6 @@ fn cases() -> Vec<Case> {
             settings: json!({}),
             at: "x.xml:5:1",
             message: "entity association mapping A names connector Nope, which is not declared",
-        },
-        Case {
-            name: "association mapping to unknown connection table",
-            files: vec![("x.xml", conn("<EntityAssociationMapping Identifier=\"A\" Connector=\"HR\" ConnectionTable=\"Ghost_member\" Column1=\"a\" Column2=\"b\"/>"))],
-            settings: json!({}),
-            at: "x.xml:5:1",
-            message: "entity association mapping A reads ConnectionTable \"Ghost_member\", which belongs to no declared connection",
         },
         Case {
             name: "two settings sections for one connection",

@@ -87,6 +87,11 @@ fn read_connector<'a>(el: &'a RawElement, out: &mut Declared<'a>, d: &mut Diagno
     a.finish(d);
 }
 
+/// The longest file name a file system takes (Linux NAME_MAX: ext4, XFS, Btrfs), and the longest
+/// suffix the agent adds to a connection's identifier (`<id>.csv.partial`).
+const NAME_MAX: usize = 255;
+const LONGEST_SUFFIX: &str = ".csv.partial";
+
 /// `<Connection>`.
 fn read_connection<'a>(
     el: &'a RawElement,
@@ -124,6 +129,24 @@ fn read_connection<'a>(
         d.push(
             Diagnostic::error(a.origin_of("Identifier"), format!("connection {e}"))
                 .hint("start with a letter and use only letters, digits, '.' and '-'"),
+        );
+    } else if let Some(id) = id
+        && id.len() + LONGEST_SUFFIX.len() > NAME_MAX
+    {
+        // Allowed by the identifier rule (442 characters), but no file system takes the name.
+        d.push(
+            Diagnostic::error(
+                a.origin_of("Identifier"),
+                format!(
+                    "connection identifier is {} characters long: its connection table {id:.20}...{LONGEST_SUFFIX} would be a file name of {} bytes, over the file system's limit of {NAME_MAX}",
+                    id.len(),
+                    id.len() + LONGEST_SUFFIX.len()
+                ),
+            )
+            .hint(format!(
+                "use an identifier of at most {} characters",
+                NAME_MAX - LONGEST_SUFFIX.len()
+            )),
         );
     }
     let mut transformations = Vec::new();

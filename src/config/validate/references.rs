@@ -228,8 +228,10 @@ pub(super) fn resolve_mappings(
         match resolve_table(table) {
             Some(conn) => Some(conn),
             None => {
+                // The mapping is the server's business (a connection of another agent's files,
+                // or one not declared yet): it does not stop this agent's configuration.
                 d.push(
-                    Diagnostic::error(
+                    Diagnostic::warning(
                         loc_origin(loc),
                         format!("{kind} {id} reads ConnectionTable {table:?}, which belongs to no declared connection"),
                     )

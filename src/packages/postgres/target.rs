@@ -29,23 +29,40 @@ pub(super) fn target(settings: &Settings) -> Result<Target, Problem> {
                 )
             })?;
     let mut config = tokio_postgres::Config::new();
-    let host = cs
+    let written_host = cs
         .plain(&["host", "server", "hostaddr"])
         .unwrap_or("localhost");
+    // Npgsql reads `Host=h:5433` (and `[::1]:5433`) as a host and its port.
+    let (host, host_port) = split_host_port(written_host);
     config.host(host);
-    let port = match cs.plain(&["port"]) {
-        Some(p) => p.trim().parse::<u16>().map_err(|_| {
+    let parse_port = |p: &str| {
+        p.trim().parse::<u16>().map_err(|_| {
             Problem::new(
                 Some("ConnectionString"),
                 format!("the port {p:?} is not a number"),
                 hint,
             )
-        })?,
-        None => 5432,
+        })
+    };
+    let port = match (cs.plain(&["port"]), host_port) {
+        (Some(p), None) => parse_port(p)?,
+        (None, Some(p)) => parse_port(p)?,
+        (Some(p), Some(hp)) => {
+            let (p, hp) = (parse_port(p)?, parse_port(hp)?);
+            if p != hp {
+                return Err(Problem::new(
+                    Some("ConnectionString"),
+                    format!("Host {written_host:?} names port {hp}, and Port says {p}"),
+                    "write the port once: in Host (host:port) or in Port",
+                ));
+            }
+            p
+        }
+        (None, None) => 5432,
     };
     config.port(port);
     let db = cs
-        .plain(&["dbname", "database", "initial catalog"])
+        .plain(&["dbname", "database", "initial catalog", "db"])
         .ok_or_else(|| {
             Problem::new(
                 Some("ConnectionString"),
@@ -64,7 +81,7 @@ pub(super) fn target(settings: &Settings) -> Result<Target, Problem> {
             )
         })?;
     config.user(user);
-    if let Some(Part::Secret(pw)) = cs.get(&["password", "pwd"]) {
+    if let Some(Part::Secret(pw)) = cs.get(&["password", "pwd", "psw"]) {
         config.password(pw.expose());
     }
     let ssl = match cs
@@ -113,6 +130,20 @@ pub(super) fn target(settings: &Settings) -> Result<Target, Problem> {
     })
 }
 
+/// `host:port` (and `[v6]:port`) as Npgsql reads `Host`; a bare IPv6 address has no port.
+fn split_host_port(h: &str) -> (&str, Option<&str>) {
+    let h = h.trim();
+    if let Some(rest) = h.strip_prefix('[')
+        && let Some((addr, tail)) = rest.split_once(']')
+    {
+        return (addr, tail.strip_prefix(':'));
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && !port.is_empty() => (host, Some(port)),
+        _ => (h, None),
+    }
+}
+
 pub(super) fn tls(
     settings: &Settings,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PackageError> {
@@ -137,4 +168,24 @@ pub(super) fn tls(
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn npgsql_hosts_with_ports() {
+        assert_eq!(
+            split_host_port("db.example:5433"),
+            ("db.example", Some("5433"))
+        );
+        assert_eq!(split_host_port("db.example"), ("db.example", None));
+        assert_eq!(split_host_port("[::1]:5433"), ("::1", Some("5433")));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+        assert_eq!(
+            split_host_port("/var/run/postgresql"),
+            ("/var/run/postgresql", None)
+        );
+    }
 }

@@ -79,6 +79,8 @@ const SETTINGS: &[SettingSpec] = &[
     sql::READ_TIMEOUT,
     sql::CONNECTION_STRING_OPTIONS,
     sql::CSV_ENCODING,
+    sql::PROVIDER_CLASS_FULL_NAME,
+    sql::PROVIDER_DLL_NAME,
     SettingSpec {
         name: "IsolationLevel",
         section: Section::Advanced,
