@@ -327,7 +327,10 @@ pub fn control_plane_settings(
         return None;
     }
     let token = match tree.get(&["ControlPlane", "Token"]) {
-        Some(Value::String(s)) if !s.is_empty() => Some(Secret::new(s.clone())),
+        Some(Value::String(s)) if !s.is_empty() => {
+            plain_secret_warning(tree, "Token", d);
+            Some(Secret::new(s.clone()))
+        }
         None | Some(Value::Null) => None,
         Some(Value::String(_)) => None,
         Some(_) => {
@@ -450,6 +453,25 @@ pub fn control_plane_settings(
     })
 }
 
+/// A `ControlPlane:<name>` secret written in plain text in the settings file itself: allowed,
+/// with a warning that names the setting (never the value) and the safer places for it.
+fn plain_secret_warning(tree: &SettingsTree, name: &str, d: &mut Diagnostics) {
+    let path = ["ControlPlane", name];
+    let origin = tree.origin(&path);
+    let in_file = matches!(&origin, crate::config::Origin::File(loc) if loc.file == tree.path);
+    if in_file && !tree.is_referenced(&path) {
+        d.push(
+            Diagnostic::warning(
+                Some(origin),
+                format!("ControlPlane:{name} holds a secret in plain text in the settings file"),
+            )
+            .hint(format!(
+                "move it out of the file: `connagent protect ControlPlane:{name}` (encrypted), a systemd credential, or CONNAGENT__ControlPlane__{name}"
+            )),
+        );
+    }
+}
+
 /// `ControlPlane:Proxy` (`http://[user@]host:port`) and the secured `ControlPlane:ProxyPassword`.
 fn proxy_settings(tree: &SettingsTree, d: &mut Diagnostics) -> Option<ProxySettings> {
     let text_value = text(tree, &["ControlPlane", "Proxy"], d)?;
@@ -481,6 +503,9 @@ fn proxy_settings(tree: &SettingsTree, d: &mut Diagnostics) -> Option<ProxySetti
         Some(Value::String(s)) if !s.is_empty() => Some(Secret::new(s.as_str())),
         _ => None,
     };
+    if password.is_some() {
+        plain_secret_warning(tree, "ProxyPassword", d);
+    }
     Some(ProxySettings {
         address: address.to_string(),
         user,

@@ -278,6 +278,10 @@ impl Runtime {
     /// Writes `<Work>/State/agent-status.json`: this process, its status line and the channel's
     /// state; `stopped` when the daemon leaves. Read by `connagent status`.
     pub fn write_status(&self, stopped: bool) {
+        // One writer at a time, reading the state under the same lock: two writers racing
+        // could otherwise leave the older state in the file.
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.snapshot();
         let path = snapshot.work_folder.join(STATUS_FILE);
         let body = serde_json::json!({

@@ -68,15 +68,19 @@ fn status(ws: &Workspace) -> (i32, Value) {
     )
 }
 
-/// Waits until `connagent status` exits with `code`.
-fn wait_status(ws: &Workspace, code: i32) -> Value {
+/// Waits until `connagent status` exits with `code`; on time-out, shows the agent's log.
+fn wait_status_of(ws: &Workspace, agent: &Proc, code: i32) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (c, v) = status(ws);
         if c == code {
             return v;
         }
-        assert!(Instant::now() < deadline, "status stayed {c}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "status stayed {c} (waiting for {code}): {v}\nagent log:\n{}",
+            agent.stderr_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -264,7 +268,7 @@ fn enrollment_revocation_and_status() {
     let ws = agent_ws("Beta", &gw.url(), json!({}));
     let agent = run_agent(&ws);
     // Not enrolled yet: said in the log, in STATUS=, and by `connagent status` (exit 6).
-    let v = wait_status(&ws, 6);
+    let v = wait_status_of(&ws, &agent, 6);
     assert_eq!(v["channel"]["state"], "not_enrolled", "{v}");
     assert!(
         v["status"].as_str().unwrap().contains("not enrolled"),
@@ -313,7 +317,7 @@ fn enrollment_revocation_and_status() {
     // The running agent picks the new credential up without a restart.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(gw.wait_connected("Beta", true));
-    let v = wait_status(&ws, 0);
+    let v = wait_status_of(&ws, &agent, 0);
     assert_eq!(v["channel"]["state"], "connected", "{v}");
 
     // Revoked: the gateway closes the channel; the agent is refused, says so, and status exits 6.
@@ -333,7 +337,7 @@ fn enrollment_revocation_and_status() {
         "revoked this agent's credential",
         Duration::from_secs(60),
     );
-    let v = wait_status(&ws, 6);
+    let v = wait_status_of(&ws, &agent, 6);
     assert_eq!(v["channel"]["state"], "revoked", "{v}");
     assert!(
         v["status"].as_str().unwrap().contains("CREDENTIAL REVOKED"),
@@ -352,7 +356,7 @@ fn enrollment_revocation_and_status() {
     assert_eq!(again.code, 0, "{}", again.all());
     assert!(again.stdout.contains("replaced"), "{}", again.stdout);
     rt.block_on(gw.wait_connected("Beta", true));
-    wait_status(&ws, 0);
+    wait_status_of(&ws, &agent, 0);
 
     // The tokens are nowhere: not in the agent's files or output, not in the gateway's store
     // or output.
@@ -371,17 +375,17 @@ fn enrollment_revocation_and_status() {
     }
     // A rejected reload shows too (exit 1), and goes once the file is fixed.
     ws.write("xml-config/broken.xml", "<ConfigurationFile><Connection");
-    let v = wait_status(&ws, 1);
+    let v = wait_status_of(&ws, &agent, 1);
     assert!(v["status"].as_str().unwrap().contains("REJECTED"), "{v}");
     std::fs::remove_file(ws.path("xml-config/broken.xml")).unwrap();
-    wait_status(&ws, 0);
+    wait_status_of(&ws, &agent, 0);
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
     assert_eq!(status(&ws).0, 3, "a stopped agent is not running");
     // Started again, it is back on its own.
-    let _agent = run_agent(&ws);
+    let again = run_agent(&ws);
     rt.block_on(gw.wait_connected("Beta", true));
-    wait_status(&ws, 0);
+    wait_status_of(&ws, &again, 0);
 }
 
 const PG_PASSWORD: &str = "pg-gw-canary-9a4c";
