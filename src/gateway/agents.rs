@@ -106,19 +106,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            _ = hub.stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent port: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, addr)) = super::accept(&hub, &listener, "agent port").await {
         let hub = hub.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {

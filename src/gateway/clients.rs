@@ -42,19 +42,7 @@ fn own_routes(hub: Arc<Hub>) -> Result<tonic::service::Routes, String> {
 /// Serves the client port until `hub.stop` is cancelled.
 pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<(), String> {
     let routes = own_routes(hub.clone())?;
-    loop {
-        let (tcp, addr) = tokio::select! {
-            _ = hub.stop.cancelled() => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "client port: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, addr)) = super::accept(&hub, &listener, "client port").await {
         let hub = hub.clone();
         let routes = routes.clone();
         tokio::spawn(async move {
@@ -77,6 +65,7 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) -> Result<(
             }
         });
     }
+    Ok(())
 }
 
 async fn route(

@@ -153,6 +153,30 @@ impl Hub {
     }
 }
 
+/// The next connection on one of the gateway's ports, or `None` once the gateway stops. A
+/// failed accept (out of file descriptors) is logged and tried again after 100 ms.
+pub async fn accept(
+    hub: &Hub,
+    listener: &tokio::net::TcpListener,
+    port: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = hub.stop.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok((tcp, addr)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, addr));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "{port}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
 /// How `connagent gateway serve` runs.
 pub struct Options {
     pub folder: PathBuf,
