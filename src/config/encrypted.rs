@@ -277,7 +277,7 @@ fn load_at(
         }
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let tree: Map<String, Value> = match serde_json::from_str(&text) {
+    let tree: Map<String, Value> = match serde_json::from_str(&super::jsonc::relaxed(&text)) {
         Ok(t) => t,
         Err(e) => {
             diags.push(
@@ -395,7 +395,7 @@ impl Walk<'_> {
 /// Reads the overlay file as JSON (empty when there is none).
 fn read_overlay(path: &Path) -> Result<Map<String, Value>, String> {
     match read_limited_text(path, limits::SETTINGS_FILE, "a settings file") {
-        Ok(t) => serde_json::from_str(&t)
+        Ok(t) => serde_json::from_str(&super::jsonc::relaxed(&t))
             .map_err(|e| format!("{} is not a JSON object: {e}", path.display())),
         Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => Ok(Map::new()),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
@@ -411,7 +411,8 @@ pub fn plain_settings(settings_file: &Path) -> Map<String, Value> {
             .unwrap_or_default(),
     );
     let mut all: Map<String, Value> =
-        serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap_or_default();
+        serde_json::from_str(&super::jsonc::relaxed(text.trim_start_matches('\u{feff}')))
+            .unwrap_or_default();
     let wanted =
         |k: &str| k.eq_ignore_ascii_case("Secrets") || k.eq_ignore_ascii_case("WorkFolderPath");
     let keys: Vec<String> = all.keys().filter(|k| wanted(k)).cloned().collect();
@@ -728,8 +729,9 @@ pub fn protect_all(
         read_limited_text(settings_file, limits::SETTINGS_FILE, "a settings file")
             .map_err(|e| format!("cannot read {}: {e}", settings_file.display()))?,
     );
-    let plain: Map<String, Value> = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|e| format!("{} is not valid JSON: {e}", settings_file.display()))?;
+    let plain: Map<String, Value> =
+        serde_json::from_str(&super::jsonc::relaxed(text.trim_start_matches('\u{feff}')))
+            .map_err(|e| format!("{} is not valid JSON: {e}", settings_file.display()))?;
     let plain = crate::secret::WipedJson(Value::Object(plain));
     let Value::Object(plain) = &plain.0 else {
         return Err("internal: not an object".into());
@@ -772,8 +774,9 @@ pub fn protect_all(
             Some(value.expose()),
         )?;
     }
-    // Then blank the values in place, last first so that earlier spans stay valid.
-    let positions = JsonPositions::scan(&text);
+    // Then blank the values in place, last first so that earlier spans stay valid (comments
+    // blanked for the scan, at the same offsets; the file keeps them).
+    let positions = JsonPositions::scan(&super::jsonc::relaxed(&text));
     let mut spans: Vec<(usize, usize)> = moves
         .iter()
         .filter_map(|(section, name, _)| {

@@ -5,6 +5,7 @@ pub mod diag;
 pub mod encrypted;
 pub mod files;
 pub mod inputs;
+pub mod jsonc;
 pub mod jsonpos;
 pub mod model;
 pub mod service;

@@ -112,6 +112,9 @@ impl SettingsTree {
             }
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        // Comments and trailing commas (as the .NET reader takes them) become spaces in place.
+        let text = super::jsonc::relaxed(text);
+        let text = text.as_str();
         // serde_json's errors carry the line and column that a person needs, and never a value.
         let mut root = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(m)) => m,
@@ -136,7 +139,7 @@ impl SettingsTree {
                         ))),
                         format!("the settings file is not valid JSON: {e}"),
                     )
-                    .hint("fix the JSON syntax at this position (comments and trailing commas are not allowed)"),
+                    .hint("fix the JSON syntax at this position (// and /* */ comments and trailing commas are accepted)"),
                 );
                 return None;
             }
@@ -728,10 +731,11 @@ mod tests {
     #[test]
     fn syntax_error_names_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "{\n \"a\": 1,\n}");
+        // (A trailing comma is accepted, as the .NET reader does: a missing one is not.)
+        let p = write(dir.path(), "{\n \"a\": 1\n \"b\": 2}");
         let mut d = Diagnostics::default();
         assert!(SettingsTree::load(&p, &[], &mut Default::default(), &mut d).is_none());
         let shown = d.0[0].to_string();
-        assert!(shown.contains(":3:1:"), "{shown}");
+        assert!(shown.contains(":3:2:"), "{shown}");
     }
 }

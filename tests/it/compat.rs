@@ -287,3 +287,69 @@ fn an_identifier_too_long_for_a_file_name_is_refused_at_validation() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(ws.output_file(&format!("{id}.csv")).exists());
 }
+
+/// The .NET configuration reader takes comments and trailing commas, so the Netwrix agent's
+/// settings files may hold them.
+#[test]
+fn settings_files_with_comments_and_trailing_commas() {
+    let ws = Workspace::new();
+    ws.write("in/people.csv", "id\n1\n");
+    let secret = "jsonc-canary-pw";
+    let original = format!(
+        "// the agent's settings
+{{
+  /* connections */
+  \"Connections\": {{
+    \"People\": {{ \"Path\": \"in/people.csv\", }}, // a CSV drop
+    \"Mssql\": {{
+      \"ConnectionString\": \"Server=db;User ID=agent;Password={secret}\",
+      \"SqlCommand\": \"SELECT 1 -- not a // comment\",
+    }},
+  }},
+}}
+"
+    );
+    std::fs::write(ws.settings_path(), &original).unwrap();
+    ws.xml(
+        "c.xml",
+        &format!(
+            "{}\n<Connection Identifier=\"People\" DisplayName_L1=\"p\" Connector=\"HR\" Package=\"Csv\"/>\n<Connection Identifier=\"Mssql\" DisplayName_L1=\"m\" Connector=\"HR\" Package=\"SqlServer\"/>",
+            connector_xml()
+        ),
+    );
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    // Positions stay true: the plain-text warning points at the connection string's line.
+    assert!(
+        v.stderr.contains("appsettings.agent.json:7:7: warning: Connections:Mssql:ConnectionString holds a secret in plain text"),
+        "{}",
+        v.stderr
+    );
+    let shown = ws.run(&["connections", "--show-settings", "--json"]);
+    assert!(
+        shown.stdout.contains("SELECT 1 -- not a // comment"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.all().contains(secret));
+    assert_eq!(
+        ws.run(&["export", "--connection", "People", "--complete"])
+            .code,
+        0
+    );
+    // protect --all keeps the comments and blanks the secret in place.
+    assert_eq!(ws.run(&["keygen"]).code, 0);
+    let out = ws.run(&["protect", "--all"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let now = std::fs::read_to_string(ws.settings_path()).unwrap();
+    assert_eq!(
+        now,
+        original.replace(
+            &format!("\"Server=db;User ID=agent;Password={secret}\""),
+            "\"\""
+        )
+    );
+    assert!(files_containing(&ws.path(""), secret).is_empty());
+    let v = ws.run(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+}

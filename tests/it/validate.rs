@@ -356,7 +356,7 @@ fn every_kind_of_configuration_error_is_located_and_exits_78() {
         ws.write("secret/people.csv", "id\n1\n");
         ws.write("db.sqlite", "");
         if case.settings.is_null() {
-            ws.write("appsettings.agent.json", "{\n  \"Agent\": {,\n}");
+            ws.write("appsettings.agent.json", "{\n  \"Agent\": {:\n}");
         } else if case.settings == json!("not utf-8") {
             // Latin-1 "é" in a value: not UTF-8.
             ws.write(
